@@ -1,0 +1,69 @@
+"""Audio loading, mono mixdown, resampling and windowing (soundfile + soxr; no librosa)."""
+
+from __future__ import annotations
+
+import io
+import os
+from typing import BinaryIO, Union
+
+import numpy as np
+import soundfile as sf
+import soxr
+
+from instrument_id.errors import InstrumentIdError
+from instrument_id.params import AudioParams
+
+AudioSource = Union[str, os.PathLike, BinaryIO, bytes]
+
+
+def read_audio(source: AudioSource, name: str | None = None) -> tuple[np.ndarray, int]:
+    """Decode any file soundfile reads -> ((samples, channels) float32, sample_rate_hz); errors name the file."""
+    label = name or (str(source) if isinstance(source, (str, os.PathLike)) else "uploaded audio")
+    if isinstance(source, (bytes, bytearray)):
+        if len(source) == 0:
+            raise InstrumentIdError(f"{label}: empty input, no audio bytes")
+        source = io.BytesIO(source)
+    try:
+        data, rate_hz = sf.read(source, dtype="float32", always_2d=True)
+    except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as exc:
+        raise InstrumentIdError(f"{label}: not a readable audio file ({exc})") from None
+    except FileNotFoundError:
+        raise InstrumentIdError(f"{label}: file not found") from None
+    if data.shape[0] == 0:
+        raise InstrumentIdError(f"{label}: the file holds 0 samples")
+    if not np.all(np.isfinite(data)):
+        raise InstrumentIdError(f"{label}: audio contains NaN or infinite samples")
+    return data, int(rate_hz)
+
+
+def to_mono(data: np.ndarray) -> np.ndarray:
+    """(samples, channels) or (samples,) -> (samples,) float32 by averaging channels."""
+    data = np.asarray(data, dtype=np.float32)
+    return data if data.ndim == 1 else data.mean(axis=1, dtype=np.float32)
+
+
+def resample(y: np.ndarray, rate_hz: int, target_rate_hz: int) -> np.ndarray:
+    """(samples,) at rate_hz -> (samples',) at target_rate_hz with soxr (librosa's default resampler)."""
+    if rate_hz <= 0:
+        raise InstrumentIdError(f"invalid sample rate {rate_hz} Hz")
+    if rate_hz == target_rate_hz:
+        return np.asarray(y, dtype=np.float32)
+    return soxr.resample(np.asarray(y, dtype=np.float32), rate_hz, target_rate_hz, quality="HQ").astype(np.float32)
+
+
+def load_mono(source: AudioSource, params: AudioParams, name: str | None = None) -> np.ndarray:
+    """Decode, mix to mono and resample to params.sample_rate_hz -> (samples,) float32."""
+    data, rate_hz = read_audio(source, name)
+    return resample(to_mono(data), rate_hz, params.sample_rate_hz)
+
+
+def frame_windows(y: np.ndarray, params: AudioParams, pad_short: bool = True) -> np.ndarray:
+    """(samples,) -> (n_windows, window_samples) view at hop_samples; a clip shorter than one window is zero-padded."""
+    y = np.asarray(y, dtype=np.float32)
+    size, hop = params.window_samples, params.hop_samples
+    if len(y) < size:
+        if not pad_short:
+            raise InstrumentIdError(f"clip of {len(y) / params.sample_rate_hz:.3f} s is shorter than the {params.window_seconds} s window")
+        y = np.pad(y, (0, size - len(y)))
+    n_windows = 1 + (len(y) - size) // hop
+    return np.lib.stride_tricks.sliding_window_view(y, size)[: (n_windows - 1) * hop + 1 : hop]

@@ -1,0 +1,52 @@
+"""The `instrument-id` console script: one subcommand table, each entry a module with add_parser() and run()."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from instrument_id.errors import InstrumentIdError
+
+# subcommand -> (module, one-line help); modules are imported only when their command runs,
+# so the edge install (no TensorFlow, no librosa) can run `predict`.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "synth": ("train.synth", "render a synthetic corpus in the MusicNet layout"),
+    "features": ("train.feature_cache", "compute (or reuse) the feature cache of a corpus"),
+    "bench": ("instrument_id.bench", "benchmarks: features"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The top-level parser with every subcommand's arguments."""
+    parser = argparse.ArgumentParser(prog="instrument-id", description="Recognize the 11 MusicNet instruments in audio.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name, (module_name, help_text) in COMMANDS.items():
+        module = importlib.import_module(module_name)
+        module.add_parser(sub.add_parser(name, help=help_text, description=help_text))
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run one subcommand; expected failures print one line and exit 2."""
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] in COMMANDS and argv[0] not in ("-h", "--help"):
+        module = importlib.import_module(COMMANDS[argv[0]][0])
+        parser = argparse.ArgumentParser(prog=f"instrument-id {argv[0]}", description=COMMANDS[argv[0]][1])
+        module.add_parser(parser)
+        args = parser.parse_args(argv[1:])
+    else:
+        args = build_parser().parse_args(argv)
+        module = importlib.import_module(COMMANDS[args.command][0])
+    try:
+        return int(module.run(args) or 0)
+    except InstrumentIdError as exc:
+        print(f"instrument-id {argv[0]}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

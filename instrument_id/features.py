@@ -1,0 +1,188 @@
+"""The 26 features, in numpy, from one STFT per window with precomputed filter banks.
+
+librosa is the reference (tests/test_features.py holds every value against it); this module never imports it.
+Every feature is a mean over STFT frames of a per-frame value, except the MFCCs, whose log-mel floor
+(max - top_db) is taken over the whole window exactly as librosa.power_to_db does.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+import scipy.fft
+from numpy.lib.stride_tricks import sliding_window_view
+
+from instrument_id.errors import InstrumentIdError
+from instrument_id.params import AudioParams
+
+_AMIN_POWER = 1e-10  # librosa.power_to_db amin
+_ZCR_THRESHOLD = 1e-10  # librosa.zero_crossings threshold
+
+
+def _hz_to_mel(freq_hz: np.ndarray) -> np.ndarray:
+    """Slaney mel scale (librosa's default, htk=False)."""
+    freq_hz = np.asanyarray(freq_hz, dtype=np.float64)
+    f_sp, min_log_hz, logstep = 200.0 / 3, 1000.0, np.log(6.4) / 27.0
+    mels = freq_hz / f_sp
+    log_region = freq_hz >= min_log_hz
+    return np.where(log_region, min_log_hz / f_sp + np.log(np.maximum(freq_hz, 1e-30) / min_log_hz) / logstep, mels)
+
+
+def _mel_to_hz(mels: np.ndarray) -> np.ndarray:
+    """Inverse of the Slaney mel scale."""
+    f_sp, min_log_hz, logstep = 200.0 / 3, 1000.0, np.log(6.4) / 27.0
+    min_log_mel = min_log_hz / f_sp
+    return np.where(mels >= min_log_mel, min_log_hz * np.exp(logstep * (mels - min_log_mel)), f_sp * mels)
+
+
+def mel_filterbank(sample_rate_hz: int, n_fft: int, n_mels: int) -> np.ndarray:
+    """Slaney-normalized triangular mel filters, shape (n_mels, 1 + n_fft // 2), as librosa.filters.mel."""
+    fft_freqs_hz = np.fft.rfftfreq(n_fft, 1.0 / sample_rate_hz)
+    mel_f = _mel_to_hz(np.linspace(_hz_to_mel(0.0), _hz_to_mel(sample_rate_hz / 2.0), n_mels + 2))
+    fdiff = np.diff(mel_f)
+    ramps = np.subtract.outer(mel_f, fft_freqs_hz)  # (n_mels + 2, n_bins)
+    lower = -ramps[:-2] / fdiff[:-1, None]
+    upper = ramps[2:] / fdiff[1:, None]
+    weights = np.maximum(0.0, np.minimum(lower, upper)).astype(np.float32)
+    enorm = 2.0 / (mel_f[2:] - mel_f[:-2])
+    return (weights * enorm[:, None]).astype(np.float32)
+
+
+def chroma_filterbank(sample_rate_hz: int, n_fft: int, n_chroma: int, tuning: float) -> np.ndarray:
+    """Gaussian pitch-class filters centred on octave 5, shape (n_chroma, 1 + n_fft // 2), as librosa.filters.chroma."""
+    freqs_hz = np.linspace(0, sample_rate_hz, n_fft, endpoint=False)[1:]
+    a440_hz = 440.0 * 2.0 ** (tuning / n_chroma)
+    frqbins = n_chroma * np.log2(freqs_hz / (a440_hz / 16))
+    frqbins = np.concatenate(([frqbins[0] - 1.5 * n_chroma], frqbins))
+    binwidthbins = np.concatenate((np.maximum(frqbins[1:] - frqbins[:-1], 1.0), [1]))
+    dist = np.subtract.outer(frqbins, np.arange(0, n_chroma, dtype="d")).T  # (n_chroma, n_fft)
+    half = np.round(float(n_chroma) / 2)
+    dist = np.remainder(dist + half + 10 * n_chroma, n_chroma) - half
+    wts = np.exp(-0.5 * (2 * dist / binwidthbins[None, :]) ** 2)
+    wts /= np.maximum(np.sqrt(np.sum(wts**2, axis=0, keepdims=True)), np.finfo(wts.dtype).tiny)
+    wts *= np.exp(-0.5 * (((frqbins / n_chroma - 5.0) / 2.0) ** 2))[None, :]
+    wts = np.roll(wts, -3 * (n_chroma // 12), axis=0)
+    return np.ascontiguousarray(wts[:, : 1 + n_fft // 2], dtype=np.float32)
+
+
+def dct_ortho_matrix(n_in: int, n_out: int) -> np.ndarray:
+    """Orthonormal DCT-II basis, shape (n_in, n_out): x @ M equals scipy.fft.dct(x, norm='ortho')[:n_out]."""
+    n = np.arange(n_in)[:, None]
+    k = np.arange(n_out)[None, :]
+    basis = np.cos(np.pi * k * (2 * n + 1) / (2 * n_in)) * np.sqrt(2.0 / n_in)
+    basis[:, 0] /= np.sqrt(2.0)
+    return basis.astype(np.float32)
+
+
+class FeatureExtractor:
+    """Computes the 26 features for a batch of equal-length windows with banks built once per AudioParams."""
+
+    def __init__(self, params: AudioParams):
+        self.params = params
+        n_bins = 1 + params.n_fft // 2
+        self.window = (0.5 - 0.5 * np.cos(2 * np.pi * np.arange(params.n_fft) / params.n_fft)).astype(np.float32)
+        self.freqs_hz = np.fft.rfftfreq(params.n_fft, 1.0 / params.sample_rate_hz).astype(np.float32)
+        mel = mel_filterbank(params.sample_rate_hz, params.n_fft, params.n_mels)
+        chroma = chroma_filterbank(params.sample_rate_hz, params.n_fft, params.n_chroma, params.chroma_tuning)
+        # one GEMM gives mel, chroma and the three spectral moments: (n_bins, n_mels + n_chroma)
+        self.power_bank = np.ascontiguousarray(np.concatenate([mel, chroma], axis=0).T)
+        self.moment_bank = np.stack([np.ones(n_bins, np.float32), self.freqs_hz], axis=1)  # (n_bins, 2)
+        self.dct = dct_ortho_matrix(params.n_mels, params.n_mfcc)
+
+    def __call__(self, windows: np.ndarray) -> np.ndarray:
+        """(n_windows, n_samples) float audio -> (n_windows, 26) float32 features."""
+        windows = np.asarray(windows, dtype=np.float32)
+        if windows.ndim == 1:
+            windows = windows[None, :]
+        if windows.ndim != 2 or windows.shape[1] < 2:
+            raise InstrumentIdError(f"expected windows of shape (n, samples), got {windows.shape}")
+        if not np.all(np.isfinite(windows)):
+            raise InstrumentIdError("audio contains NaN or infinite samples")
+        p = self.params
+        half = p.n_fft // 2
+        padded = np.pad(windows, ((0, 0), (half, half)))  # (n, samples + n_fft)
+        frames = sliding_window_view(padded, p.n_fft, axis=1)[:, :: p.stft_hop_samples]  # (n, T, n_fft)
+        spectrum = scipy.fft.rfft(frames * self.window, axis=-1)  # (n, T, n_bins) complex64
+        mag = np.abs(spectrum)  # (n, T, n_bins)
+        power = mag * mag
+        banks = power @ self.power_bank  # (n, T, n_mels + n_chroma)
+        mel, chroma = banks[..., : p.n_mels], banks[..., p.n_mels :]
+
+        chroma_max = chroma.max(axis=-1, keepdims=True)
+        chroma = chroma / np.where(chroma_max < np.finfo(np.float32).tiny, 1.0, chroma_max)
+        chroma_mean = chroma.mean(axis=(1, 2))
+
+        centroid, bandwidth = self._centroid_bandwidth(mag)
+        rolloff = self._rolloff(mag)
+        mfcc = self._mfcc_means(mel)
+        rms = self._rms(windows, frames.shape[1])
+        zcr = self._zcr(windows, frames.shape[1])
+        scalars = np.stack([chroma_mean, rms, centroid, bandwidth, rolloff, zcr], axis=1)  # (n, 6)
+        return np.concatenate([scalars, mfcc], axis=1).astype(np.float32)
+
+    def _centroid_bandwidth(self, mag: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Frame means of the magnitude-weighted centroid and its second-moment spread."""
+        sums = (mag @ self.moment_bank).astype(np.float64)  # (n, T, 2): total, sum f*|X|
+        total = sums[..., 0]
+        safe = np.where(total < np.finfo(np.float32).tiny, 1.0, total)
+        centroid = sums[..., 1] / safe  # (n, T)
+        deviation = self.freqs_hz[None, None, :] - centroid[..., None].astype(np.float32)  # (n, T, n_bins)
+        spread = np.einsum("ntf,ntf->nt", mag, deviation * deviation, optimize=True) / safe
+        return centroid.mean(axis=1), np.sqrt(spread).mean(axis=1)
+
+    def _rolloff(self, mag: np.ndarray) -> np.ndarray:
+        """Frame mean of the lowest frequency below which rolloff_percent of the magnitude lies."""
+        cumulative = np.cumsum(mag, axis=-1)  # (n, T, n_bins)
+        threshold = self.params.rolloff_percent * cumulative[..., -1:]
+        index = np.argmax(cumulative >= threshold, axis=-1)  # (n, T)
+        return self.freqs_hz[index].mean(axis=1)
+
+    def _mfcc_means(self, mel_power: np.ndarray) -> np.ndarray:
+        """Mean MFCCs; the DCT is linear, so it is applied once to the mean log-mel."""
+        log_mel = 10.0 * np.log10(np.maximum(mel_power, _AMIN_POWER))  # (n, T, n_mels)
+        floor = log_mel.max(axis=(1, 2), keepdims=True) - self.params.top_db
+        log_mel = np.maximum(log_mel, floor)
+        return log_mel.mean(axis=1) @ self.dct  # (n, n_mfcc)
+
+    def _rms(self, windows: np.ndarray, n_frames: int) -> np.ndarray:
+        """Frame mean of RMS over zero-padded frames of n_fft samples (prefix sums, float64)."""
+        p = self.params
+        half = p.n_fft // 2
+        squared = np.pad(windows.astype(np.float64) ** 2, ((0, 0), (half + 1, half)))
+        prefix = np.cumsum(squared, axis=1)  # (n, 1 + samples + n_fft)
+        starts = np.arange(n_frames) * p.stft_hop_samples
+        energy = prefix[:, starts + p.n_fft] - prefix[:, starts]  # (n, T)
+        return np.sqrt(np.maximum(energy, 0.0) / p.n_fft).mean(axis=1)
+
+    def _zcr(self, windows: np.ndarray, n_frames: int) -> np.ndarray:
+        """Frame mean of the zero-crossing rate over edge-padded frames (prefix sums of sign changes)."""
+        p = self.params
+        half = p.n_fft // 2
+        padded = np.pad(windows, ((0, 0), (half, half)), mode="edge")
+        padded = np.where(np.abs(padded) <= _ZCR_THRESHOLD, np.float32(0.0), padded)
+        negative = np.signbit(padded)
+        changes = np.zeros(padded.shape, dtype=np.int32)
+        changes[:, 1:] = negative[:, 1:] != negative[:, :-1]
+        prefix = np.cumsum(changes, axis=1)  # (n, samples + n_fft)
+        starts = np.arange(n_frames) * p.stft_hop_samples
+        # a frame counts changes at its positions 1..n_fft-1, then divides by n_fft (librosa pads position 0)
+        counts = prefix[:, starts + p.n_fft - 1] - prefix[:, starts]
+        return (counts / p.n_fft).mean(axis=1)
+
+
+@functools.lru_cache(maxsize=8)
+def extractor_for(params: AudioParams) -> FeatureExtractor:
+    """The shared extractor for these settings (filter banks built once)."""
+    return FeatureExtractor(params)
+
+
+def compute_features(windows: np.ndarray, params: AudioParams, batch_size: int = 64) -> np.ndarray:
+    """(n, samples) or (samples,) audio at params.sample_rate_hz -> (n, 26) float32, in memory-bounded batches."""
+    extractor = extractor_for(params)
+    windows = np.asarray(windows, dtype=np.float32)
+    if windows.ndim == 1:
+        windows = windows[None, :]
+    if len(windows) <= batch_size:
+        return extractor(windows)
+    return np.concatenate([extractor(windows[i : i + batch_size]) for i in range(0, len(windows), batch_size)])

@@ -1,0 +1,1 @@
+"""Training: corpora, windows, augmentation, feature cache, models and evaluation."""
