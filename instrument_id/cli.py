@@ -13,7 +13,7 @@ from instrument_id.errors import InstrumentIdError
 COMMANDS: dict[str, tuple[str, str]] = {
     "synth": ("train.synth", "render a synthetic corpus in the MusicNet layout"),
     "features": ("train.feature_cache", "compute (or reuse) the feature cache of a corpus"),
-    "bench": ("instrument_id.bench", "benchmarks: features"),
+    "bench": ("instrument_id.bench", "benchmarks (features, ...): measured figures and ratios against a baseline in the same run"),
 }
 
 

@@ -18,6 +18,7 @@ from instrument_id.params import AudioParams
 
 _AMIN_POWER = 1e-10  # librosa.power_to_db amin
 _ZCR_THRESHOLD = 1e-10  # librosa.zero_crossings threshold
+_ROLLOFF_BLOCK = 32  # bins per block when locating the rolloff bin
 
 
 def _hz_to_mel(freq_hz: np.ndarray) -> np.ndarray:
@@ -85,9 +86,16 @@ class FeatureExtractor:
         self.freqs_hz = np.fft.rfftfreq(params.n_fft, 1.0 / params.sample_rate_hz).astype(np.float32)
         mel = mel_filterbank(params.sample_rate_hz, params.n_fft, params.n_mels)
         chroma = chroma_filterbank(params.sample_rate_hz, params.n_fft, params.n_chroma, params.chroma_tuning)
-        # one GEMM gives mel, chroma and the three spectral moments: (n_bins, n_mels + n_chroma)
+        # one GEMM of the power spectrum gives mel and chroma: (n_bins, n_mels + n_chroma)
         self.power_bank = np.ascontiguousarray(np.concatenate([mel, chroma], axis=0).T)
-        self.moment_bank = np.stack([np.ones(n_bins, np.float32), self.freqs_hz], axis=1)  # (n_bins, 2)
+        # one GEMM of the magnitude gives the moments 1, f, f^2 and cumulative sums at every
+        # _ROLLOFF_BLOCK-th bin, which locate the rolloff bin's block without a full cumsum
+        n_blocks = -(-n_bins // _ROLLOFF_BLOCK)
+        block_ends = np.minimum((np.arange(n_blocks) + 1) * _ROLLOFF_BLOCK, n_bins)
+        cumulative = (np.arange(n_bins)[:, None] < block_ends[None, :]).astype(np.float32)  # (n_bins, n_blocks)
+        freqs = self.freqs_hz.astype(np.float64)
+        moments = np.stack([np.ones(n_bins), freqs / 1e3, (freqs / 1e3) ** 2], axis=1).astype(np.float32)
+        self.magnitude_bank = np.ascontiguousarray(np.concatenate([moments, cumulative], axis=1))
         self.dct = dct_ortho_matrix(params.n_mels, params.n_mfcc)
 
     def __call__(self, windows: np.ndarray) -> np.ndarray:
@@ -105,70 +113,86 @@ class FeatureExtractor:
         frames = sliding_window_view(padded, p.n_fft, axis=1)[:, :: p.stft_hop_samples]  # (n, T, n_fft)
         spectrum = scipy.fft.rfft(frames * self.window, axis=-1)  # (n, T, n_bins) complex64
         mag = np.abs(spectrum)  # (n, T, n_bins)
-        power = mag * mag
-        banks = power @ self.power_bank  # (n, T, n_mels + n_chroma)
-        mel, chroma = banks[..., : p.n_mels], banks[..., p.n_mels :]
+        banks = np.square(mag) @ self.power_bank  # (n, T, n_mels + n_chroma)
+        mag_sums = mag @ self.magnitude_bank  # (n, T, 3 + n_blocks)
 
+        chroma = banks[..., p.n_mels :]
         chroma_max = chroma.max(axis=-1, keepdims=True)
         chroma = chroma / np.where(chroma_max < np.finfo(np.float32).tiny, 1.0, chroma_max)
-        chroma_mean = chroma.mean(axis=(1, 2))
+        centroid, bandwidth = self._centroid_bandwidth(mag_sums[..., :3])
+        scalars = np.stack([
+            chroma.mean(axis=(1, 2)),
+            self._rms(windows, frames.shape[1]),
+            centroid,
+            bandwidth,
+            self._rolloff(mag, mag_sums[..., 3:]),
+            self._zcr(windows, frames.shape[1]),
+        ], axis=1)  # (n, 6)
+        return np.concatenate([scalars, self._mfcc_means(banks[..., : p.n_mels])], axis=1).astype(np.float32)
 
-        centroid, bandwidth = self._centroid_bandwidth(mag)
-        rolloff = self._rolloff(mag)
-        mfcc = self._mfcc_means(mel)
-        rms = self._rms(windows, frames.shape[1])
-        zcr = self._zcr(windows, frames.shape[1])
-        scalars = np.stack([chroma_mean, rms, centroid, bandwidth, rolloff, zcr], axis=1)  # (n, 6)
-        return np.concatenate([scalars, mfcc], axis=1).astype(np.float32)
-
-    def _centroid_bandwidth(self, mag: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Frame means of the magnitude-weighted centroid and its second-moment spread."""
-        sums = (mag @ self.moment_bank).astype(np.float64)  # (n, T, 2): total, sum f*|X|
-        total = sums[..., 0]
+    @staticmethod
+    def _centroid_bandwidth(moments: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Frame means of the magnitude-weighted centroid and spread from sums of |X|, |X| f, |X| f^2 (f in kHz)."""
+        moments = moments.astype(np.float64)  # (n, T, 3)
+        total = moments[..., 0]
         safe = np.where(total < np.finfo(np.float32).tiny, 1.0, total)
-        centroid = sums[..., 1] / safe  # (n, T)
-        deviation = self.freqs_hz[None, None, :] - centroid[..., None].astype(np.float32)  # (n, T, n_bins)
-        spread = np.einsum("ntf,ntf->nt", mag, deviation * deviation, optimize=True) / safe
-        return centroid.mean(axis=1), np.sqrt(spread).mean(axis=1)
+        centroid_khz = moments[..., 1] / safe  # (n, T)
+        spread = np.maximum(moments[..., 2] / safe - centroid_khz**2, 0.0)
+        spread = np.where(total < np.finfo(np.float32).tiny, 0.0, spread)
+        return 1e3 * centroid_khz.mean(axis=1), 1e3 * np.sqrt(spread).mean(axis=1)
 
-    def _rolloff(self, mag: np.ndarray) -> np.ndarray:
+    def _rolloff(self, mag: np.ndarray, block_cumsums: np.ndarray) -> np.ndarray:
         """Frame mean of the lowest frequency below which rolloff_percent of the magnitude lies."""
-        cumulative = np.cumsum(mag, axis=-1)  # (n, T, n_bins)
-        threshold = self.params.rolloff_percent * cumulative[..., -1:]
-        index = np.argmax(cumulative >= threshold, axis=-1)  # (n, T)
+        n, n_frames, n_bins = mag.shape
+        threshold = self.params.rolloff_percent * block_cumsums[..., -1:]  # (n, T, 1)
+        block = np.argmax(block_cumsums >= threshold, axis=-1)  # (n, T) first block that reaches it
+        before = np.where(block > 0, np.take_along_axis(block_cumsums, np.maximum(block - 1, 0)[..., None], -1)[..., 0], 0.0)
+        offsets = block[..., None] * _ROLLOFF_BLOCK + np.arange(_ROLLOFF_BLOCK)  # (n, T, block)
+        inside = np.take_along_axis(mag, np.minimum(offsets, n_bins - 1), axis=-1)  # (n, T, block)
+        inside = np.where(offsets < n_bins, inside, 0.0)
+        reached = before[..., None] + np.cumsum(inside, axis=-1) >= threshold
+        index = np.minimum(offsets[..., 0] + np.argmax(reached, axis=-1), n_bins - 1)  # (n, T)
         return self.freqs_hz[index].mean(axis=1)
 
     def _mfcc_means(self, mel_power: np.ndarray) -> np.ndarray:
-        """Mean MFCCs; the DCT is linear, so it is applied once to the mean log-mel."""
-        log_mel = 10.0 * np.log10(np.maximum(mel_power, _AMIN_POWER))  # (n, T, n_mels)
+        """Mean MFCCs; the DCT is linear, so it is applied once to the mean log-mel (dB)."""
+        log_mel = np.log(np.maximum(mel_power, _AMIN_POWER)) * np.float32(10.0 / np.log(10.0))  # (n, T, n_mels)
         floor = log_mel.max(axis=(1, 2), keepdims=True) - self.params.top_db
-        log_mel = np.maximum(log_mel, floor)
-        return log_mel.mean(axis=1) @ self.dct  # (n, n_mfcc)
+        return np.maximum(log_mel, floor).mean(axis=1) @ self.dct  # (n, n_mfcc)
+
+    def _frame_sums(self, per_sample: np.ndarray, n_frames: int) -> np.ndarray:
+        """Sums of a per-sample value over each n_fft frame at stft_hop_samples: (n, samples') -> (n, T)."""
+        p = self.params
+        hop, width = p.stft_hop_samples, p.n_fft
+        if width % hop == 0:
+            # frames are whole runs of hop-sized blocks: sum blocks once, then add width // hop neighbours
+            n_blocks = n_frames - 1 + width // hop
+            blocks = per_sample[:, : n_blocks * hop].reshape(len(per_sample), n_blocks, hop).sum(axis=2)
+            return sum(blocks[:, k : k + n_frames] for k in range(width // hop))
+        prefix = np.concatenate([np.zeros((len(per_sample), 1)), np.cumsum(per_sample, axis=1)], axis=1)
+        starts = np.arange(n_frames) * hop
+        return prefix[:, starts + width] - prefix[:, starts]
 
     def _rms(self, windows: np.ndarray, n_frames: int) -> np.ndarray:
-        """Frame mean of RMS over zero-padded frames of n_fft samples (prefix sums, float64)."""
-        p = self.params
-        half = p.n_fft // 2
-        squared = np.pad(windows.astype(np.float64) ** 2, ((0, 0), (half + 1, half)))
-        prefix = np.cumsum(squared, axis=1)  # (n, 1 + samples + n_fft)
-        starts = np.arange(n_frames) * p.stft_hop_samples
-        energy = prefix[:, starts + p.n_fft] - prefix[:, starts]  # (n, T)
-        return np.sqrt(np.maximum(energy, 0.0) / p.n_fft).mean(axis=1)
+        """Frame mean of RMS over zero-padded frames of n_fft samples."""
+        half = self.params.n_fft // 2
+        squared = np.pad(np.square(windows, dtype=np.float64), ((0, 0), (half, half + self.params.n_fft)))
+        energy = self._frame_sums(squared, n_frames)  # (n, T)
+        return np.sqrt(energy / self.params.n_fft).mean(axis=1)
 
     def _zcr(self, windows: np.ndarray, n_frames: int) -> np.ndarray:
-        """Frame mean of the zero-crossing rate over edge-padded frames (prefix sums of sign changes)."""
-        p = self.params
-        half = p.n_fft // 2
+        """Frame mean of the zero-crossing rate over edge-padded frames, as librosa.feature.zero_crossing_rate."""
+        n_fft = self.params.n_fft
+        half = n_fft // 2
         padded = np.pad(windows, ((0, 0), (half, half)), mode="edge")
-        padded = np.where(np.abs(padded) <= _ZCR_THRESHOLD, np.float32(0.0), padded)
-        negative = np.signbit(padded)
-        changes = np.zeros(padded.shape, dtype=np.int32)
-        changes[:, 1:] = negative[:, 1:] != negative[:, :-1]
-        prefix = np.cumsum(changes, axis=1)  # (n, samples + n_fft)
-        starts = np.arange(n_frames) * p.stft_hop_samples
-        # a frame counts changes at its positions 1..n_fft-1, then divides by n_fft (librosa pads position 0)
-        counts = prefix[:, starts + p.n_fft - 1] - prefix[:, starts]
-        return (counts / p.n_fft).mean(axis=1)
+        # librosa zeroes |x| <= threshold (signbit False), so "negative" means x < -threshold
+        negative = padded < -_ZCR_THRESHOLD
+        changes = np.zeros((len(padded), padded.shape[1] + n_fft), dtype=np.int32)
+        changes[:, 1 : padded.shape[1]] = negative[:, 1:] != negative[:, :-1]
+        starts = np.arange(n_frames) * self.params.stft_hop_samples
+        # a frame counts changes at its positions 1..n_fft-1 (librosa pads position 0 with False)
+        counts = self._frame_sums(changes, n_frames) - changes[:, starts]
+        return (counts / n_fft).mean(axis=1)
 
 
 @functools.lru_cache(maxsize=8)

@@ -1,0 +1,24 @@
+"""`instrument-id bench NAME`: a table of benchmarks, each a module with add_arguments(parser) and run(args)."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+
+BENCHMARKS: dict[str, tuple[str, str]] = {
+    "features": ("train.bench_features", "ms per 2 s clip: numpy extractor vs librosa, same run"),
+}
+
+
+def add_parser(parser: argparse.ArgumentParser) -> None:
+    """One sub-parser per benchmark."""
+    sub = parser.add_subparsers(dest="benchmark", required=True)
+    for name, (module_name, help_text) in BENCHMARKS.items():
+        bench_parser = sub.add_parser(name, help=help_text, description=help_text)
+        bench_parser.add_argument("--json", action="store_true", help="print one JSON object of the figures")
+        importlib.import_module(module_name).add_arguments(bench_parser)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the chosen benchmark."""
+    return int(importlib.import_module(BENCHMARKS[args.benchmark][0]).run(args) or 0)

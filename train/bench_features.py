@@ -1,0 +1,84 @@
+"""Benchmark: the numpy 26-feature extractor against the librosa reference on the same clips, in one run."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+
+import numpy as np
+
+from instrument_id.features import compute_features, extractor_for
+from instrument_id.params import AudioParams
+from train.librosa_reference import librosa_features
+
+
+def music_like_clips(n_clips: int, params: AudioParams, seed: int = 0) -> np.ndarray:
+    """(n_clips, window_samples) seeded clips of decaying harmonic tones over a little noise."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(params.window_samples) / params.sample_rate_hz  # (samples,)
+    clips = np.zeros((n_clips, len(t)), dtype=np.float32)
+    for i in range(n_clips):
+        for _ in range(rng.integers(1, 5)):
+            f0_hz = 55.0 * 2 ** (rng.integers(0, 48) / 12)
+            onset = rng.uniform(0, 1.5)
+            envelope = np.where(t >= onset, np.exp(-(t - onset) * rng.uniform(0.5, 4)), 0.0)
+            partials = sum(np.sin(2 * np.pi * f0_hz * k * t) / k**rng.uniform(1, 2) for k in range(1, 8))
+            clips[i] += (0.2 * envelope * partials).astype(np.float32)
+        clips[i] += 0.005 * rng.standard_normal(len(t)).astype(np.float32)
+    return clips
+
+
+def _median_ms(fn, repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return 1e3 * statistics.median(times)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Arguments of `bench features`."""
+    parser.add_argument("--clips", type=int, default=64, help="clips per batch (default 64)")
+    parser.add_argument("--librosa-clips", type=int, default=20, help="clips timed with librosa (default 20)")
+    parser.add_argument("--repeats", type=int, default=7, help="repeats; medians are reported (default 7)")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Print ms per clip for ours (batched and one clip at a time) and librosa, and the ratios."""
+    params = AudioParams()
+    clips = music_like_clips(args.clips, params)
+    extractor = extractor_for(params)
+    extractor(clips[:2])  # warm-up: filter banks, FFT plans
+    batch_ms = _median_ms(lambda: compute_features(clips, params), args.repeats) / len(clips)
+    single = clips[: args.librosa_clips]
+    single_ms = _median_ms(lambda: [extractor(c[None, :]) for c in single], args.repeats) / len(single)
+    librosa_features(single[0], params)  # warm-up: librosa's caches
+    librosa_ms = _median_ms(lambda: [librosa_features(c, params) for c in single], max(3, args.repeats // 2)) / len(single)
+    worst_rel = max(
+        float(np.max(np.abs(extractor(c[None, :])[0] - librosa_features(c, params))
+                     / np.maximum(np.abs(librosa_features(c, params)), 1e-6)))
+        for c in single[:5]
+    )
+    figures = {
+        "clip_seconds": params.window_seconds,
+        "features_ms_per_clip_batched": round(batch_ms, 4),
+        "features_ms_per_clip_single": round(single_ms, 4),
+        "librosa_ms_per_clip": round(librosa_ms, 3),
+        "speedup_vs_librosa_batched": round(librosa_ms / batch_ms, 2),
+        "speedup_vs_librosa_single": round(librosa_ms / single_ms, 2),
+        "max_relative_difference_vs_librosa": worst_rel,
+        "batch_clips": len(clips),
+        "repeats": args.repeats,
+    }
+    if args.json:
+        print(json.dumps(figures))
+        return 0
+    print(f"26 features of a {params.window_seconds:.0f} s clip at {params.sample_rate_hz} Hz (median of {args.repeats} repeats)")
+    print(f"  ours, batches of {len(clips):3d}   {batch_ms:8.3f} ms/clip   {librosa_ms / batch_ms:6.1f}x librosa")
+    print(f"  ours, one clip a call  {single_ms:8.3f} ms/clip   {librosa_ms / single_ms:6.1f}x librosa")
+    print(f"  librosa, one call per feature {librosa_ms:8.3f} ms/clip")
+    print(f"  largest relative difference to librosa on 5 clips: {worst_rel:.2e}")
+    return 0
