@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Installs everything instrument-id needs into ./.venv (and FluidSynth from the system's package manager).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PYTHON=${PYTHON:-python3}
+SYSTEM_PACKAGES="libfluidsynth3 fluid-soundfont-gm musescore-general-soundfont wrk chromium"
+
+if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+  missing=$(for p in $SYSTEM_PACKAGES; do dpkg -s "$p" >/dev/null 2>&1 || echo "$p"; done)
+  if [ -n "$missing" ]; then
+    echo "setup: apt-get install $missing"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $missing >/dev/null
+  fi
+elif command -v brew >/dev/null 2>&1; then
+  brew list fluid-synth >/dev/null 2>&1 || brew install fluid-synth
+else
+  echo "setup: cannot install system packages here; install FluidSynth yourself:" >&2
+  echo "  Debian/Ubuntu: sudo apt-get install libfluidsynth3 fluid-soundfont-gm   macOS: brew install fluid-synth" >&2
+fi
+
+if [ ! -x .venv/bin/python ]; then
+  "$PYTHON" -m venv .venv
+fi
+.venv/bin/python -m pip install -q --upgrade pip
+.venv/bin/python -m pip install -q -e '.[train,serve,test]'
+echo "setup: ready (.venv)"
