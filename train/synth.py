@@ -1,0 +1,200 @@
+"""`instrument-id synth`: render a seeded synthetic corpus in the MusicNet layout with FluidSynth."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import math
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from joblib import Parallel, cpu_count, delayed
+from tqdm import tqdm
+
+from instrument_id.atomic import atomic_dir, write_text_atomic
+from instrument_id.errors import InstrumentIdError
+from instrument_id.instruments import INSTRUMENTS
+from train.synth_perform import SAMPLE_RATE_HZ, labels_csv_text, perform
+from train.synth_render import apply_room, check_soundfont, default_soundfont, load_fluidsynth, normalize_peak, \
+    synthesize, write_wav
+from train.synth_score import ENSEMBLE_BY_NAME, ENSEMBLES, compose
+
+METADATA_COLUMNS = ("id", "composer", "composition", "movement", "ensemble", "source", "transcriber", "catalog_name",
+                    "seconds")
+FIRST_RECORDING_ID = 1000
+PIECE_SECONDS = (12.0, 36.0)
+# the stratified split needs each instrument in >= 3 recordings (train, valid and test)
+MIN_PIECES_PER_INSTRUMENT = 3
+TEST_FRACTION = 0.1
+KEY_NAMES = ("C", "C#", "D", "E-flat", "E", "F", "F#", "G", "A-flat", "A", "B-flat", "B")
+TEMPO_MARKINGS = ((66, "Adagio"), (76, "Andante"), (108, "Moderato"), (132, "Allegro"), (999, "Presto"))
+
+
+@dataclass(frozen=True)
+class PiecePlan:
+    """Everything that decides one recording: id, split, ensemble, target length, soundfont and seed."""
+
+    recording_id: int
+    split: str
+    ensemble: str
+    duration_seconds: float
+    soundfont: str
+    seed: int
+
+
+def _coverage_swaps(rng: np.random.Generator, ensembles: list[str]) -> list[str]:
+    """Swap pieces to ensembles holding instruments in fewer than MIN_PIECES_PER_INSTRUMENT pieces, never taking
+    a piece whose instruments would drop below that."""
+    ensembles = list(ensembles)
+
+    def counts() -> dict[str, int]:
+        found: dict[str, int] = {}
+        for e in ensembles:
+            for inst in set(ENSEMBLE_BY_NAME[e].instruments):
+                found[inst] = found.get(inst, 0) + 1
+        return found
+
+    for name, _program in INSTRUMENTS:
+        while (have := counts()).get(name, 0) < MIN_PIECES_PER_INSTRUMENT:
+            spare = [i for i, e in enumerate(ensembles)
+                     if all(have[x] > MIN_PIECES_PER_INSTRUMENT for x in ENSEMBLE_BY_NAME[e].instruments)]
+            if not spare:
+                break
+            holders = [e for e in ENSEMBLES if name in e.instruments]
+            weights = np.array([e.weight for e in holders])
+            ensembles[spare[rng.integers(len(spare))]] = holders[rng.choice(len(holders), p=weights / weights.sum())].name
+    return ensembles
+
+
+def _test_indices(rng: np.random.Generator, ensembles: list[str]) -> set[int]:
+    """About TEST_FRACTION of the pieces (at least one) for test, chosen to show many instruments while train
+    keeps every instrument it has."""
+    n_test = max(1, int(round(TEST_FRACTION * len(ensembles))))
+    instruments = [ENSEMBLE_BY_NAME[e].instruments for e in ensembles]
+    train_counts: dict[str, int] = {}
+    for names in instruments:
+        for x in names:
+            train_counts[x] = train_counts.get(x, 0) + 1
+    chosen: set[int] = set()
+    for _ in range(n_test):
+        seen = set().union(*(instruments[j] for j in chosen))
+        best, best_gain = -1, -1
+        for i in rng.permutation(len(ensembles)):
+            if i in chosen:
+                continue
+            keeps_train = all(train_counts[x] > 1 for x in instruments[i])
+            gain = len(instruments[i] - seen) + (100 if keeps_train else 0)
+            if gain > best_gain:
+                best, best_gain = int(i), gain
+        chosen.add(best)
+        for x in instruments[best]:
+            train_counts[x] -= 1
+    return chosen
+
+
+def plan_corpus(minutes: float, seed: int, soundfonts: list[Path]) -> list[PiecePlan]:
+    """Draw ensembles (MusicNet-like imbalance) and lengths until the corpus holds `minutes` of music."""
+    if not (math.isfinite(minutes) and minutes > 0):
+        raise InstrumentIdError(f"--minutes must be positive, got {minutes}")
+    rng = np.random.default_rng([seed, 0])
+    weights = np.array([e.weight for e in ENSEMBLES])
+    target_seconds, total_seconds = 60.0 * minutes, 0.0
+    ensembles, durations = [], []
+    while total_seconds < target_seconds or len(durations) < 2:  # two at least: one train, one test
+        remaining = target_seconds - total_seconds
+        durations.append(float(min(rng.uniform(*PIECE_SECONDS), max(PIECE_SECONDS[0], remaining))))
+        ensembles.append(ENSEMBLES[rng.choice(len(ENSEMBLES), p=weights / weights.sum())].name)
+        total_seconds += durations[-1]
+    ensembles = _coverage_swaps(rng, ensembles)
+    test = _test_indices(rng, ensembles)
+    order = rng.permutation(len(soundfonts))  # cycled in a seeded order: every soundfont is used when it can be
+    fonts = [str(soundfonts[order[i % len(order)]]) for i in range(len(ensembles))]
+    seeds = rng.integers(0, 2**63 - 1, size=len(ensembles))
+    return [PiecePlan(FIRST_RECORDING_ID + i, "test" if i in test else "train", e, d, f, int(s))
+            for i, (e, d, f, s) in enumerate(zip(ensembles, durations, fonts, seeds))]
+
+
+def synthesize_piece(plan: PiecePlan, root: str) -> dict[str, str]:
+    """Compose, perform and render one recording into root; return its metadata row."""
+    rng = np.random.default_rng(plan.seed)
+    ensemble = ENSEMBLE_BY_NAME[plan.ensemble]
+    score = compose(rng, ensemble, plan.duration_seconds)
+    performance = perform(rng, score)
+    render_rng = np.random.default_rng([plan.seed, 1])  # audio draws never shift the labels' draws
+    write_text_atomic(Path(root) / f"{plan.split}_labels" / f"{plan.recording_id}.csv",
+                      labels_csv_text(performance.labels))
+    y = synthesize(performance.midi, Path(plan.soundfont), performance.num_samples, render_rng)
+    y, room = apply_room(render_rng, y)
+    write_wav(Path(root) / f"{plan.split}_data" / f"{plan.recording_id}.wav",
+              normalize_peak(y, render_rng.uniform(-9.0, -1.0)))
+    marking = next(name for limit, name in TEMPO_MARKINGS if score.tempo_bpm < limit)
+    key = f"{KEY_NAMES[score.tonic]} {'minor' if score.minor else 'major'}"
+    return {"id": str(plan.recording_id), "composer": "Synthetic", "composition": f"{ensemble.form} in {key}",
+            "movement": f"{marking} ({score.tempo_bpm:.0f} bpm, {score.beats_per_bar}/4)",
+            "ensemble": ensemble.name, "source": f"instrument-id synth ({Path(plan.soundfont).name}, {room} room)",
+            "transcriber": "generated", "catalog_name": f"SYN{plan.recording_id}",
+            "seconds": str(int(round(performance.num_samples / SAMPLE_RATE_HZ)))}
+
+
+def metadata_csv_text(rows: list[dict[str, str]]) -> str:
+    """musicnet_metadata.csv text, rows in id order."""
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=METADATA_COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(sorted(rows, key=lambda r: int(r["id"])))
+    return buffer.getvalue()
+
+
+def _prepare_out(out: Path) -> None:
+    """Refuse to replace anything but an earlier corpus: the whole folder is swapped in at the end."""
+    if out.exists() and not out.is_dir():
+        raise InstrumentIdError(f"{out}: exists and is not a folder")
+    if out.is_dir() and any(out.iterdir()) and not (out / "musicnet_metadata.csv").is_file():
+        raise InstrumentIdError(f"{out}: folder is not empty and holds no musicnet_metadata.csv; "
+                                "refusing to replace it, choose another --out")
+
+
+def synthesize_corpus(out: str | os.PathLike, minutes: float, seed: int, soundfonts: list[str] | None = None,
+                      jobs: int = -1) -> list[dict[str, str]]:
+    """Write a whole corpus to out (replacing an earlier one in one rename); return the metadata rows."""
+    if not (math.isfinite(minutes) and minutes > 0):
+        raise InstrumentIdError(f"--minutes must be positive, got {minutes}")
+    fonts = [check_soundfont(f) for f in soundfonts] if soundfonts else [default_soundfont()]
+    load_fluidsynth()
+    plans = plan_corpus(minutes, seed, fonts)
+    out = Path(out)
+    _prepare_out(out)
+    with atomic_dir(out) as tmp:
+        for split in ("train", "test"):
+            (tmp / f"{split}_data").mkdir()
+            (tmp / f"{split}_labels").mkdir()
+        tasks = (delayed(synthesize_piece)(plan, str(tmp)) for plan in plans)
+        results = Parallel(n_jobs=min(jobs if jobs > 0 else cpu_count(), len(plans)),
+                           return_as="generator_unordered")(tasks)
+        rows = list(tqdm(results, total=len(plans), desc="synth", unit="piece"))
+        write_text_atomic(tmp / "musicnet_metadata.csv", metadata_csv_text(rows))
+    return rows
+
+
+def add_parser(parser: argparse.ArgumentParser) -> None:
+    """Arguments of `instrument-id synth`."""
+    parser.add_argument("--out", required=True, help="corpus folder to write (MusicNet layout)")
+    parser.add_argument("--minutes", type=float, required=True, help="minutes of music to render")
+    parser.add_argument("--seed", type=int, default=0, help="random seed; the same seed gives the same corpus")
+    parser.add_argument("--soundfont", nargs="+", action="extend", metavar="F",
+                        help="one or more .sf2/.sf3 files, chosen per recording (default: pretty_midi's TimGM6mb)")
+    parser.add_argument("--jobs", type=int, default=-1, help="parallel render processes (default: all cores)")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Render the corpus and report what was written."""
+    started = time.perf_counter()
+    rows = synthesize_corpus(args.out, args.minutes, args.seed, args.soundfont, args.jobs)
+    seconds = sum(int(r["seconds"]) for r in rows)
+    print(f"wrote {len(rows)} recordings ({seconds / 60:.1f} min) to {args.out} "
+          f"in {time.perf_counter() - started:.1f} s")
+    return 0
