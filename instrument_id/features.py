@@ -167,7 +167,7 @@ class FeatureExtractor:
         if width % hop == 0:
             # frames are whole runs of hop-sized blocks: sum blocks once, then add width // hop neighbours
             n_blocks = n_frames - 1 + width // hop
-            blocks = per_sample[:, : n_blocks * hop].reshape(len(per_sample), n_blocks, hop).sum(axis=2)
+            blocks = per_sample[:, : n_blocks * hop].reshape(len(per_sample), n_blocks, hop).sum(axis=2, dtype=np.float64)
             return sum(blocks[:, k : k + n_frames] for k in range(width // hop))
         prefix = np.concatenate([np.zeros((len(per_sample), 1)), np.cumsum(per_sample, axis=1)], axis=1)
         starts = np.arange(n_frames) * hop
@@ -176,7 +176,8 @@ class FeatureExtractor:
     def _rms(self, windows: np.ndarray, n_frames: int) -> np.ndarray:
         """Frame mean of RMS over zero-padded frames of n_fft samples."""
         half = self.params.n_fft // 2
-        squared = np.pad(np.square(windows, dtype=np.float64), ((0, 0), (half, half + self.params.n_fft)))
+        squared = np.zeros((len(windows), windows.shape[1] + 2 * half + self.params.n_fft), np.float32)
+        np.square(windows, out=squared[:, half : half + windows.shape[1]])  # float32 squares, float64 block sums
         energy = self._frame_sums(squared, n_frames)  # (n, T)
         return np.sqrt(energy / self.params.n_fft).mean(axis=1)
 
@@ -187,7 +188,7 @@ class FeatureExtractor:
         padded = np.pad(windows, ((0, 0), (half, half)), mode="edge")
         # librosa zeroes |x| <= threshold (signbit False), so "negative" means x < -threshold
         negative = padded < -_ZCR_THRESHOLD
-        changes = np.zeros((len(padded), padded.shape[1] + n_fft), dtype=np.int32)
+        changes = np.zeros((len(padded), padded.shape[1] + n_fft), dtype=np.uint8)
         changes[:, 1 : padded.shape[1]] = negative[:, 1:] != negative[:, :-1]
         starts = np.arange(n_frames) * self.params.stft_hop_samples
         # a frame counts changes at its positions 1..n_fft-1 (librosa pads position 0 with False)

@@ -92,3 +92,9 @@ def test_real_recordings_match_librosa():
     for path in sorted(REAL_DEV.glob("*.flac"))[:4]:
         window = frame_windows(load_mono(path, PARAMS), PARAMS)[0]
         assert_matches_librosa(compute_features(window, PARAMS)[0], librosa_features(window, PARAMS), path.name)
+
+
+def test_stft_hop_that_does_not_divide_n_fft_matches_librosa():
+    params = AudioParams(stft_hop_samples=500)  # RMS and ZCR then take the prefix-sum path
+    clip = music_like_clips(1, params, seed=8)[0]
+    assert_matches_librosa(compute_features(clip, params)[0], librosa_features(clip, params), "hop 500")
