@@ -14,6 +14,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "synth": ("train.synth", "render a synthetic corpus in the MusicNet layout"),
     "features": ("train.feature_cache", "compute (or reuse) the feature cache of a corpus"),
     "bench": ("instrument_id.bench", "benchmarks (features, ...): measured figures and ratios against a baseline in the same run"),
+    "train": ("train.train_cli", "train a model from a feature cache"),
 }
 
 

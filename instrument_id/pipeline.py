@@ -32,8 +32,9 @@ class FeaturePipeline:
         for name in ("scaler_mean", "scaler_scale", "pca_mean", "pca_components", "thresholds"):
             object.__setattr__(self, name, np.asarray(getattr(self, name), dtype=np.float64))
         for name in ("scaler_mean", "scaler_scale", "pca_mean"):
-            if getattr(self, name).shape != (N_FEATURES,):
-                raise InstrumentIdError(f"pipeline {name} must have shape ({N_FEATURES},), got {getattr(self, name).shape}")
+            shape = getattr(self, name).shape
+            if shape != (N_FEATURES,):
+                raise InstrumentIdError(f"pipeline {name} must have shape ({N_FEATURES},), got {shape}")
         k = self.pca_components.shape[0] if self.pca_components.ndim == 2 else 0
         if self.pca_components.ndim != 2 or self.pca_components.shape[1] != N_FEATURES or not 1 <= k <= N_FEATURES:
             raise InstrumentIdError(
@@ -41,8 +42,11 @@ class FeaturePipeline:
                 f"got {self.pca_components.shape}"
             )
         if self.thresholds.shape != (NUM_INSTRUMENTS,):
-            raise InstrumentIdError(f"pipeline thresholds must have shape ({NUM_INSTRUMENTS},), got {self.thresholds.shape}")
-        if not all(np.isfinite(getattr(self, n)).all() for n in ("scaler_mean", "scaler_scale", "pca_mean", "pca_components")):
+            raise InstrumentIdError(
+                f"pipeline thresholds must have shape ({NUM_INSTRUMENTS},), got {self.thresholds.shape}"
+            )
+        fitted = (self.scaler_mean, self.scaler_scale, self.pca_mean, self.pca_components)
+        if not all(np.isfinite(array).all() for array in fitted):
             raise InstrumentIdError("pipeline arrays contain NaN or infinity")
         if (self.scaler_scale <= 0).any():
             raise InstrumentIdError("pipeline scaler_scale must be positive")

@@ -1,0 +1,236 @@
+"""Model folders: write one atomically, verify every file against its manifest, load it into a predictor.
+
+A model folder holds the weights (`model.keras` or `model.skops`), `pipeline.json` (the fitted FeaturePipeline and the
+AudioParams the features were computed with), `metrics.json` and `manifest.json`, which records the sha256 and size
+of every other file plus a checksum of its own contents. Loading rebuilds AudioParams from what was stored.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from instrument_id.atomic import atomic_dir, write_text_atomic
+from instrument_id.errors import InstrumentIdError
+from instrument_id.instruments import column_names
+from instrument_id.params import FEATURE_NAMES, AudioParams
+from instrument_id.pipeline import FeaturePipeline
+from model_zoo import backends
+
+MANIFEST_FILE = "manifest.json"
+PIPELINE_FILE = "pipeline.json"
+METRICS_FILE = "metrics.json"
+FORMAT_VERSION = 1
+MANIFEST_KEYS = (
+    "format_version", "kind", "name", "version", "created_utc", "weights_file", "labels", "feature_names",
+    "params", "training_data", "architecture", "files", "content_sha256",
+)
+
+
+def file_digest(path: Path) -> dict[str, Any]:
+    """{'sha256': hex digest, 'size_bytes': n} of one file."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return {"sha256": digest.hexdigest(), "size_bytes": path.stat().st_size}
+
+
+def _content_sha256(manifest: dict[str, Any]) -> str:
+    """Checksum of every manifest field but itself, so an edited manifest is caught."""
+    body = {key: value for key, value in manifest.items() if key != "content_sha256"}
+    return hashlib.sha256(json.dumps(body, sort_keys=True).encode("utf-8")).hexdigest()
+
+
+def _dumps(data: Any) -> str:
+    return json.dumps(data, indent=2) + "\n"  # insertion order: instruments stay in class order
+
+
+def save_model_dir(
+    out_dir: str | Path,
+    *,
+    kind: str,
+    name: str,
+    model: Any,
+    pipeline: FeaturePipeline,
+    params: AudioParams,
+    metrics: dict[str, Any],
+    training_data: dict[str, Any],
+    architecture: dict[str, Any],
+) -> Path:
+    """Write a complete model folder at out_dir atomically (an existing one is replaced only once the new is whole)."""
+    if kind not in backends.WEIGHTS_FILES:
+        raise InstrumentIdError(f"unknown model kind {kind!r}; expected one of {sorted(backends.WEIGHTS_FILES)}")
+    if pipeline.n_components != params.pca_components:
+        raise InstrumentIdError(
+            f"pipeline has {pipeline.n_components} PCA components but params say {params.pca_components}"
+        )
+    out_dir = Path(out_dir)
+    weights_file = backends.WEIGHTS_FILES[kind]
+    with atomic_dir(out_dir) as tmp:
+        tmp.chmod(0o755)  # mkdtemp makes it owner-only; a server running as another user must read it
+        backends.save_weights(kind, model, tmp / weights_file)
+        (tmp / PIPELINE_FILE).write_text(_dumps({"pipeline": pipeline.to_dict(), "params": params.to_dict()}))
+        (tmp / METRICS_FILE).write_text(_dumps(metrics))
+        files = {path.name: file_digest(path) for path in sorted(tmp.iterdir())}
+        manifest = {
+            "format_version": FORMAT_VERSION,
+            "kind": kind,
+            "name": name,
+            "version": files[weights_file]["sha256"][:12],
+            "created_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "weights_file": weights_file,
+            "labels": column_names(),
+            "feature_names": list(FEATURE_NAMES),
+            "params": params.to_dict(),
+            "training_data": training_data,
+            "architecture": architecture,
+            "files": files,
+        }
+        manifest["content_sha256"] = _content_sha256(manifest)
+        (tmp / MANIFEST_FILE).write_text(_dumps(manifest))
+    return out_dir
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise InstrumentIdError(f"{path}: not readable JSON ({exc})") from None
+
+
+def _read_manifest(model_dir: Path) -> dict[str, Any]:
+    """The manifest, checked for its own integrity (keys, checksum, class order, feature names)."""
+    if not model_dir.is_dir():
+        raise InstrumentIdError(f"{model_dir}: no model folder here")
+    path = model_dir / MANIFEST_FILE
+    if not path.is_file():
+        raise InstrumentIdError(f"{path}: missing; this is not a model folder")
+    manifest = _read_json(path)
+    if not isinstance(manifest, dict) or sorted(manifest) != sorted(MANIFEST_KEYS):
+        found = sorted(manifest) if isinstance(manifest, dict) else type(manifest).__name__
+        raise InstrumentIdError(f"{path}: expected keys {sorted(MANIFEST_KEYS)}, found {found}")
+    if manifest["format_version"] != FORMAT_VERSION:
+        raise InstrumentIdError(f"{path}: model format {manifest['format_version']} is not {FORMAT_VERSION}")
+    if manifest["content_sha256"] != _content_sha256(manifest):
+        raise InstrumentIdError(f"{path}: altered (its content checksum does not match)")
+    if manifest["labels"] != column_names():
+        raise InstrumentIdError(f"{path}: instrument order {manifest['labels']} differs from {column_names()}")
+    if manifest["feature_names"] != list(FEATURE_NAMES):
+        raise InstrumentIdError(f"{path}: feature names differ from this version's {list(FEATURE_NAMES)}")
+    return manifest
+
+
+def verify_model_dir(path: str | Path, *, allow_extra: frozenset[str] = frozenset()) -> dict[str, Any]:
+    """Check every file against the manifest (missing, extra, truncated, altered); return the manifest."""
+    model_dir = Path(path)
+    manifest = _read_manifest(model_dir)
+    files: dict[str, dict[str, Any]] = manifest["files"]
+    for name, expected in sorted(files.items()):
+        file_path = model_dir / name
+        if not file_path.is_file():
+            raise InstrumentIdError(
+                f"{file_path}: missing (manifest lists {expected['size_bytes']} bytes, sha256 {expected['sha256']})"
+            )
+        found = file_digest(file_path)
+        if found["size_bytes"] != expected["size_bytes"]:
+            raise InstrumentIdError(
+                f"{file_path}: truncated or grown: expected {expected['size_bytes']} bytes, found {found['size_bytes']}"
+            )
+        if found["sha256"] != expected["sha256"]:
+            raise InstrumentIdError(
+                f"{file_path}: altered: expected sha256 {expected['sha256']}, found {found['sha256']}"
+            )
+    extra = sorted(p.name for p in model_dir.iterdir() if p.name not in files and p.name != MANIFEST_FILE)
+    extra = [name for name in extra if name not in allow_extra]
+    if extra:
+        raise InstrumentIdError(f"{model_dir / extra[0]}: extra file not listed in the manifest (all extras: {extra})")
+    weights = manifest["weights_file"]
+    if manifest["kind"] not in backends.WEIGHTS_FILES or backends.WEIGHTS_FILES[manifest["kind"]] != weights:
+        raise InstrumentIdError(f"{model_dir / MANIFEST_FILE}: kind {manifest['kind']!r} with weights {weights!r}")
+    for required in (weights, PIPELINE_FILE, METRICS_FILE):
+        if required not in files:
+            raise InstrumentIdError(f"{model_dir / required}: not listed in the manifest")
+    if manifest["version"] != files[weights]["sha256"][:12]:
+        raise InstrumentIdError(f"{model_dir / MANIFEST_FILE}: version does not match the weights' sha256")
+    return manifest
+
+
+def add_file_to_manifest(model_dir: str | Path, filename: str) -> dict[str, Any]:
+    """List a new file (e.g. model_float32.tflite) in a verified folder's manifest; rewrites the manifest atomically."""
+    model_dir = Path(model_dir)
+    if filename == MANIFEST_FILE or Path(filename).name != filename:
+        raise InstrumentIdError(f"{filename!r}: only a plain file name inside the model folder can be added")
+    file_path = model_dir / filename
+    if not file_path.is_file():
+        raise InstrumentIdError(f"{file_path}: no such file to add to the manifest")
+    manifest = verify_model_dir(model_dir, allow_extra=frozenset({filename}))
+    manifest["files"] = {**manifest["files"], filename: file_digest(file_path)}
+    manifest["content_sha256"] = _content_sha256(manifest)
+    write_text_atomic(model_dir / MANIFEST_FILE, _dumps(manifest))
+    return manifest
+
+
+@dataclass
+class ZooModel:
+    """A verified, loaded model: the audio settings it was trained with, its pipeline and its back end."""
+
+    path: Path
+    kind: str
+    name: str
+    version: str
+    params: AudioParams
+    pipeline: FeaturePipeline
+    manifest: dict[str, Any]
+    metrics: dict[str, Any]
+    model: Any
+
+    def predict_proba_pca(self, Z: np.ndarray) -> np.ndarray:
+        """(n, k) PCA values -> (n, 11) probabilities."""
+        return backends.predict_proba(self.kind, self.model, Z)
+
+    def predict_proba_features(self, X: np.ndarray) -> np.ndarray:
+        """(n, 26) features -> (n, 11) probabilities."""
+        return self.predict_proba_pca(self.pipeline.transform(X))  # (n, 26) -> (n, k) -> (n, 11)
+
+    def predict(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(n, 26) features -> ((n, 11) probabilities, (n, 11) bool decisions at the stored thresholds)."""
+        probabilities = self.predict_proba_features(X)
+        return probabilities, self.pipeline.decide(probabilities)
+
+
+def load_model(path: str | Path) -> ZooModel:
+    """Verify a model folder and load it; any missing, altered or inconsistent file raises InstrumentIdError."""
+    model_dir = Path(path)
+    manifest = verify_model_dir(model_dir)
+    stored = _read_json(model_dir / PIPELINE_FILE)
+    if not isinstance(stored, dict) or set(stored) != {"pipeline", "params"}:
+        raise InstrumentIdError(f"{model_dir / PIPELINE_FILE}: expected keys ['params', 'pipeline']")
+    if stored["params"] != manifest["params"]:
+        raise InstrumentIdError(f"{model_dir / PIPELINE_FILE}: audio settings differ from the manifest's")
+    try:
+        params = AudioParams.from_dict(stored["params"])
+        pipeline = FeaturePipeline.from_dict(stored["pipeline"])
+    except (InstrumentIdError, TypeError) as exc:
+        raise InstrumentIdError(f"{model_dir / PIPELINE_FILE}: {exc}") from None
+    if pipeline.n_components != params.pca_components:
+        raise InstrumentIdError(
+            f"{model_dir / PIPELINE_FILE}: {pipeline.n_components} PCA components but params say {params.pca_components}"
+        )
+    metrics = _read_json(model_dir / METRICS_FILE)
+    model = backends.load_weights(manifest["kind"], model_dir / manifest["weights_file"])
+    width = backends.model_input_width(manifest["kind"], model)
+    if width != pipeline.n_components:
+        raise InstrumentIdError(
+            f"{model_dir / manifest['weights_file']}: model reads {width} values, pipeline gives {pipeline.n_components}"
+        )
+    return ZooModel(
+        path=model_dir, kind=manifest["kind"], name=manifest["name"], version=manifest["version"], params=params,
+        pipeline=pipeline, manifest=manifest, metrics=metrics, model=model,
+    )

@@ -1,0 +1,86 @@
+"""`instrument-id train`: train one model (or all) from a feature cache and save verified model folders."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from instrument_id.errors import InstrumentIdError
+
+
+def add_parser(parser: argparse.ArgumentParser) -> None:
+    """Arguments of `instrument-id train`."""
+    parser.add_argument("--features", required=True, type=Path, help="feature cache (.npz) from `instrument-id features`")
+    parser.add_argument("--model", required=True, help="mlp, rf, dt, lr, knn, gnb, dummy, or all")
+    parser.add_argument("--out", required=True, type=Path, help="folder that receives one model folder per model")
+    parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    parser.add_argument("--epochs", type=int, default=None, help="MLP: maximum epochs (early stopping may end sooner)")
+    parser.add_argument("--batch-size", type=int, default=None, help="MLP: batch size")
+    parser.add_argument("--quiet", action="store_true", help="no model summary or per-epoch progress")
+
+
+def _named(path: Path, exc: InstrumentIdError) -> InstrumentIdError:
+    """The same error, with the features file named when the message does not already name it."""
+    message = str(exc)
+    return InstrumentIdError(message if str(path) in message else f"{path}: {message}")
+
+
+def _fmt(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.3f}"
+
+
+def split_metrics(trained: Any, features: Any) -> dict[str, Any]:
+    """Metrics of a trained model on each split (train: original windows only, not their augmentations)."""
+    from train.featureset import SPLITS
+    from train.metrics import multilabel_metrics
+
+    out = {}
+    for split in SPLITS:
+        X, Y = features.subset(split, originals_only=(split == "train"))
+        probabilities, decisions = trained.predict(X)
+        out[split] = multilabel_metrics(Y, decisions, probabilities)
+    return out
+
+
+def run(args: argparse.Namespace) -> int:
+    """Validate everything first, then train and save each model; bad input raises before anything is written."""
+    from instrument_id.instruments import column_names
+    from model_zoo import save_model_dir
+    from train.featureset import load_featureset
+    from train.models import MODEL_NAMES, check_featureset, train_model
+
+    if args.model not in (*MODEL_NAMES, "all"):
+        raise InstrumentIdError(f"unknown model {args.model!r}; choose one of {', '.join(MODEL_NAMES)}, or all")
+    names = list(MODEL_NAMES) if args.model == "all" else [args.model]
+    for flag in ("epochs", "batch_size"):
+        value = getattr(args, flag)
+        if value is not None and value < 1:
+            raise InstrumentIdError(f"--{flag.replace('_', '-')} must be at least 1, got {value}")
+    if args.out.exists() and not args.out.is_dir():
+        raise InstrumentIdError(f"{args.out}: exists and is not a folder")
+    try:
+        features = load_featureset(args.features)
+        check_featureset(features)
+    except InstrumentIdError as exc:
+        raise _named(args.features, exc) from None
+    params = features.params
+    for name in names:
+        trained = train_model(
+            features, name, seed=args.seed, epochs=args.epochs, batch_size=args.batch_size, verbose=not args.quiet
+        )
+        metrics = {
+            "splits": split_metrics(trained, features),
+            "thresholds": dict(zip(column_names(), trained.pipeline.thresholds.tolist())),
+            "threshold_source": "valid",
+        }
+        target = save_model_dir(
+            args.out / name, kind=trained.kind, name=name, model=trained.model, pipeline=trained.pipeline,
+            params=params, metrics=metrics, training_data=features.config, architecture=trained.architecture,
+        )
+        valid, test = metrics["splits"]["valid"], metrics["splits"]["test"]
+        print(
+            f"{name}: macro-F1 valid {_fmt(valid['macro_f1'])} test {_fmt(test['macro_f1'])}, "
+            f"mAP test {_fmt(test['mAP'])} -> {target}"
+        )
+    return 0
