@@ -111,38 +111,54 @@ class FeatureExtractor:
         half = p.n_fft // 2
         padded = np.pad(windows, ((0, 0), (half, half)))  # (n, samples + n_fft)
         frames = sliding_window_view(padded, p.n_fft, axis=1)[:, :: p.stft_hop_samples]  # (n, T, n_fft)
+        spectral, log_mel = self.spectral_frame_values(frames)  # (n, T, 4), (n, T, n_mels)
+        means = spectral.mean(axis=1)  # (n, 4): chroma, centroid, bandwidth, rolloff
+        scalars = np.stack([
+            means[:, 0],
+            self._rms(windows, frames.shape[1]),
+            means[:, 1],
+            means[:, 2],
+            means[:, 3],
+            self._zcr(windows, frames.shape[1]),
+        ], axis=1)  # (n, 6)
+        return np.concatenate([scalars, self.mfcc_from_log_mel(log_mel)], axis=1).astype(np.float32)
+
+    def spectral_frame_values(self, frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(n, T, n_fft) raw frames -> per-frame (n, T, 4) [mean normalized chroma, centroid, bandwidth, rolloff in Hz]
+        and (n, T, n_mels) log-mel in dB; every window feature but RMS, ZCR and the MFCC floor is a frame mean of these."""
+        p = self.params
         spectrum = scipy.fft.rfft(frames * self.window, axis=-1)  # (n, T, n_bins) complex64
         mag = np.abs(spectrum)  # (n, T, n_bins)
         banks = np.square(mag) @ self.power_bank  # (n, T, n_mels + n_chroma)
         mag_sums = mag @ self.magnitude_bank  # (n, T, 3 + n_blocks)
-
         chroma = banks[..., p.n_mels :]
         chroma_max = chroma.max(axis=-1, keepdims=True)
         chroma = chroma / np.where(chroma_max < np.finfo(np.float32).tiny, 1.0, chroma_max)
         centroid, bandwidth = self._centroid_bandwidth(mag_sums[..., :3])
-        scalars = np.stack([
-            chroma.mean(axis=(1, 2)),
-            self._rms(windows, frames.shape[1]),
-            centroid,
-            bandwidth,
-            self._rolloff(mag, mag_sums[..., 3:]),
-            self._zcr(windows, frames.shape[1]),
-        ], axis=1)  # (n, 6)
-        return np.concatenate([scalars, self._mfcc_means(banks[..., : p.n_mels])], axis=1).astype(np.float32)
+        spectral = np.stack([chroma.mean(axis=-1), centroid, bandwidth, self._rolloff(mag, mag_sums[..., 3:])], axis=-1)
+        log_mel = np.log(np.maximum(banks[..., : p.n_mels], _AMIN_POWER)) * np.float32(10.0 / np.log(10.0))
+        return spectral, log_mel
+
+    def mfcc_from_log_mel(self, log_mel: np.ndarray) -> np.ndarray:
+        """(n, T, n_mels) log-mel dB -> (n, n_mfcc) mean MFCCs: floor at the window's max - top_db, as librosa.
+
+        The DCT is linear, so it is applied once to the mean log-mel."""
+        floor = log_mel.max(axis=(1, 2), keepdims=True) - self.params.top_db
+        return np.maximum(log_mel, floor).mean(axis=1) @ self.dct  # (n, n_mfcc)
 
     @staticmethod
     def _centroid_bandwidth(moments: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Frame means of the magnitude-weighted centroid and spread from sums of |X|, |X| f, |X| f^2 (f in kHz)."""
+        """Per-frame magnitude-weighted centroid and spread (Hz) from sums of |X|, |X| f, |X| f^2 (f in kHz)."""
         moments = moments.astype(np.float64)  # (n, T, 3)
         total = moments[..., 0]
         safe = np.where(total < np.finfo(np.float32).tiny, 1.0, total)
         centroid_khz = moments[..., 1] / safe  # (n, T)
         spread = np.maximum(moments[..., 2] / safe - centroid_khz**2, 0.0)
         spread = np.where(total < np.finfo(np.float32).tiny, 0.0, spread)
-        return 1e3 * centroid_khz.mean(axis=1), 1e3 * np.sqrt(spread).mean(axis=1)
+        return 1e3 * centroid_khz, 1e3 * np.sqrt(spread)
 
     def _rolloff(self, mag: np.ndarray, block_cumsums: np.ndarray) -> np.ndarray:
-        """Frame mean of the lowest frequency below which rolloff_percent of the magnitude lies."""
+        """Per-frame lowest frequency (Hz) below which rolloff_percent of the magnitude lies."""
         n, n_frames, n_bins = mag.shape
         threshold = self.params.rolloff_percent * block_cumsums[..., -1:]  # (n, T, 1)
         block = np.argmax(block_cumsums >= threshold, axis=-1)  # (n, T) first block that reaches it
@@ -152,13 +168,7 @@ class FeatureExtractor:
         inside = np.where(offsets < n_bins, inside, 0.0)
         reached = before[..., None] + np.cumsum(inside, axis=-1) >= threshold
         index = np.minimum(offsets[..., 0] + np.argmax(reached, axis=-1), n_bins - 1)  # (n, T)
-        return self.freqs_hz[index].mean(axis=1)
-
-    def _mfcc_means(self, mel_power: np.ndarray) -> np.ndarray:
-        """Mean MFCCs; the DCT is linear, so it is applied once to the mean log-mel (dB)."""
-        log_mel = np.log(np.maximum(mel_power, _AMIN_POWER)) * np.float32(10.0 / np.log(10.0))  # (n, T, n_mels)
-        floor = log_mel.max(axis=(1, 2), keepdims=True) - self.params.top_db
-        return np.maximum(log_mel, floor).mean(axis=1) @ self.dct  # (n, n_mfcc)
+        return self.freqs_hz[index]
 
     def _frame_sums(self, per_sample: np.ndarray, n_frames: int) -> np.ndarray:
         """Sums of a per-sample value over each n_fft frame at stft_hop_samples: (n, samples') -> (n, T)."""
