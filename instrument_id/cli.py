@@ -15,6 +15,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "features": ("train.feature_cache", "compute (or reuse) the feature cache of a corpus"),
     "bench": ("instrument_id.bench", "benchmarks (features, ...): measured figures and ratios against a baseline in the same run"),
     "train": ("train.train_cli", "train a model from a feature cache"),
+    "evaluate": ("train.evaluate", "score models on a feature cache or a labelled folder of clips: report, PR curves, PCA plot"),
 }
 
 
