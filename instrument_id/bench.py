@@ -7,6 +7,7 @@ import importlib
 
 BENCHMARKS: dict[str, tuple[str, str]] = {
     "features": ("train.bench_features", "ms per 2 s clip: numpy extractor vs librosa, same run"),
+    "tflite": ("tflite.bench_tflite", "Keras vs every .tflite variant: size, latency, throughput, macro-F1, raw-audio agreement"),
 }
 
 

@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# Prove the edge install: a fresh venv with the core and the [edge] extra only (no TensorFlow, no librosa),
+# installed from this repository as a normal (not editable) package, runs `instrument-id predict` on a clip.
+#
+# usage: scripts/edge_check.sh MODEL.tflite CLIP [VENV_DIR]   (VENV_DIR defaults to /tmp/edge-venv; PYTHON picks
+#        the interpreter, default python3). A feature-level .tflite needs its folder's pipeline.json beside it.
+set -euo pipefail
+
+if [[ $# -lt 2 ]]; then
+    echo "usage: $0 MODEL.tflite CLIP [VENV_DIR]" >&2
+    exit 2
+fi
+repo=$(cd "$(dirname "$0")/.." && pwd)
+model=$(realpath "$1")
+clip=$(realpath "$2")
+venv=${3:-/tmp/edge-venv}
+python=${PYTHON:-python3}
+
+echo "== fresh venv $venv ($("$python" --version))"
+rm -rf "$venv"
+"$python" -m venv "$venv"
+"$venv/bin/python" -m pip install --quiet --upgrade pip
+# build from a copy so the repository's own build/ and *.egg-info are neither used nor touched
+src=$(mktemp -d)
+trap 'rm -rf "$src"' EXIT
+tar -C "$repo" --exclude=./.venv --exclude=./.git --exclude=./runs --exclude=./data --exclude=./build --exclude='*.egg-info' -cf - . \
+    | tar -C "$src" -xf -
+"$venv/bin/python" -m pip install --quiet "$src[edge]"
+
+echo "== installed packages"
+"$venv/bin/python" -m pip list --format=freeze
+heavy=$("$venv/bin/python" -m pip list --format=freeze | grep -iE '^(tensorflow|tensorflow-cpu|tf-keras|keras|librosa)==' || true)
+if [[ -n "$heavy" ]]; then
+    echo "FAIL: the edge install pulled in: $heavy" >&2
+    exit 1
+fi
+echo "no tensorflow, keras or librosa installed"
+
+echo "== instrument-id predict (run outside the repository, so only the installed package is importable)"
+cd "$(mktemp -d)"
+"$venv/bin/instrument-id" predict "$clip" --model "$model" --json
+
+echo "== install size"
+site=$("$venv/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
+echo "edge venv site-packages: $(du -sh "$site" | cut -f1)"
+if [[ -d "$repo/.venv" ]]; then
+    full_site=$("$repo/.venv/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
+    echo "full .venv site-packages: $(du -sh "$full_site" | cut -f1) (whole .venv: $(du -sh "$repo/.venv" | cut -f1))"
+fi

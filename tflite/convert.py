@@ -1,0 +1,189 @@
+"""`instrument-id convert`: turn a verified MLP model folder into .tflite files and list them in its manifest.
+
+Variants: float32; float16 weights; dynamic-range int8 weights; full-integer int8 (weights and activations,
+calibrated on PCA values of the feature file's train split); and the raw-audio model, 2 s of audio in and
+the 11 probabilities plus decisions out. The int8 model keeps float32 input and output: the converter puts a
+QUANTIZE op after the input and a DEQUANTIZE op before the output, so callers never handle scales.
+Every file carries an `instrument_id` metadata entry (variant, AudioParams, labels) read by tflite.runtime.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import time
+import warnings
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+
+from instrument_id.atomic import write_bytes_atomic
+from instrument_id.errors import InstrumentIdError
+from instrument_id.instruments import column_names
+from instrument_id.params import AudioParams
+from instrument_id.pipeline import FeaturePipeline
+from tflite.tflite_file import METADATA_NAME
+
+# --quant name -> file written into the model folder
+VARIANT_FILES: dict[str, str] = {
+    "none": "model_float32.tflite",
+    "float16": "model_float16.tflite",
+    "dynamic": "model_dynamic.tflite",
+    "int8": "model_int8.tflite",
+    "raw": "model_raw_audio.tflite",
+}
+QUANT_CHOICES = (*VARIANT_FILES, "all")
+REPRESENTATIVE_ROWS = 1000  # calibration rows: enough for stable activation ranges, seconds to run
+METADATA_FORMAT = 1
+
+
+def representative_pca_values(
+    features_path: str | Path, pipeline: FeaturePipeline, params: AudioParams, n_rows: int = REPRESENTATIVE_ROWS, seed: int = 0
+) -> np.ndarray:
+    """(n, k) PCA values of up to n_rows seeded training windows of a feature file computed with the model's params."""
+    from train.featureset import load_featureset
+
+    features = load_featureset(features_path)
+    if features.params != params:
+        raise InstrumentIdError(f"{features_path}: computed with other audio settings than the model ({features.params})")
+    X_train, _ = features.subset("train")  # (n_train, 26)
+    rows = np.random.default_rng(seed).permutation(len(X_train))[:n_rows]
+    return pipeline.transform(X_train[np.sort(rows)])  # (n, k)
+
+
+def _calibration(values: np.ndarray) -> Iterator[list[np.ndarray]]:
+    for row in values:  # one (1, k) batch per step, as the interpreter will see them
+        yield [row[None, :].astype(np.float32)]
+
+
+def _convert(function: Any, quant: str, representative: np.ndarray | None) -> bytes:
+    """Convert a tf.function with builtin ops only, quantized as the variant asks (none/raw: float32)."""
+    import tensorflow as tf
+
+    # A tf.Module as the trackable makes the converter emit the serving_default SignatureDef, so inputs and
+    # outputs keep their names ('audio', 'probabilities', 'decisions'); tf_features.convert_builtins_only passes
+    # the function itself and its files have no signature, only tensors named Identity, Identity_1.
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([function.get_concrete_function()], tf.Module())
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]  # no Flex ops
+    if quant in ("float16", "dynamic", "int8"):
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    if quant == "float16":
+        converter.target_spec.supported_types = [tf.float16]
+    elif quant == "int8":
+        converter.representative_dataset = lambda: _calibration(representative)
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    with warnings.catch_warnings():
+        # TF warns that float inputs carry no quantization statistics: intended, the QUANTIZE op uses calibrated ones
+        warnings.filterwarnings("ignore", message="Statistics for quantized inputs were expected", category=UserWarning)
+        return converter.convert()
+
+
+def with_metadata(model: bytes, meta: dict[str, Any]) -> bytes:
+    """The model with an `instrument_id` metadata entry holding meta as JSON (re-serialized by TF's flatbuffer tools)."""
+    from tensorflow.lite.python import schema_py_generated as schema
+    from tensorflow.lite.tools import flatbuffer_utils
+
+    model_object = flatbuffer_utils.convert_bytearray_to_object(bytearray(model))
+    buffer = schema.BufferT()
+    buffer.data = np.frombuffer(json.dumps(meta, sort_keys=True).encode("utf-8"), dtype=np.uint8)
+    model_object.buffers.append(buffer)
+    entry = schema.MetadataT()
+    entry.name, entry.buffer = METADATA_NAME, len(model_object.buffers) - 1
+    model_object.metadata = [*(model_object.metadata or []), entry]
+    return bytes(flatbuffer_utils.convert_object_to_bytearray(model_object))
+
+
+def convert_variant(
+    quant: str, keras_model: Any, pipeline: FeaturePipeline, params: AudioParams, representative: np.ndarray | None = None
+) -> bytes:
+    """One variant's .tflite bytes, builtin ops only, with its metadata."""
+    from tflite.graphs import dense_layers, feature_model_function, raw_audio_function
+
+    if quant not in VARIANT_FILES:
+        raise InstrumentIdError(f"unknown --quant {quant!r}; choose one of {', '.join(QUANT_CHOICES)}")
+    if quant == "int8" and representative is None:
+        raise InstrumentIdError("full-integer int8 needs a representative dataset: pass --features FILE")
+    layers = dense_layers(keras_model)
+    if quant == "raw":
+        function = raw_audio_function(layers, pipeline, params)
+    else:
+        function = feature_model_function(layers)
+    model = _convert(function, quant, representative)
+    meta = {
+        "format": METADATA_FORMAT, "variant": quant, "input": "audio" if quant == "raw" else "pca_values",
+        "params": params.to_dict(), "labels": column_names(),
+        # informational for raw models (the decisions output applies them); feature models use pipeline.json
+        "thresholds": pipeline.thresholds.tolist(),
+    }
+    return with_metadata(model, meta)
+
+
+def _register(model_dir: Path, filename: str, data: bytes, listed: dict[str, Any]) -> str:
+    """Write one file and list it in the manifest; 'unchanged' when the manifest already lists these very bytes."""
+    from model_zoo import add_file_to_manifest
+
+    target = model_dir / filename
+    if filename in listed:
+        if listed[filename]["sha256"] == hashlib.sha256(data).hexdigest():
+            return "unchanged"
+        # add_file_to_manifest only adds; replacing a listed file would need a zoo function that re-lists it
+        raise InstrumentIdError(
+            f"{target}: already listed in the manifest with other content (e.g. converted with another --features); "
+            "convert into a fresh copy of the model folder"
+        )
+    write_bytes_atomic(target, data)
+    try:
+        add_file_to_manifest(model_dir, filename)
+    except BaseException:
+        target.unlink(missing_ok=True)  # an unlisted file would make the folder fail verification
+        raise
+    return "wrote"
+
+
+def convert_model_dir(model_dir: str | Path, quant: str, features_path: str | Path | None = None) -> list[Path]:
+    """Convert a verified MLP folder to the chosen variant(s) ('all' for every one); return the files' paths."""
+    from model_zoo import load_model, verify_model_dir
+
+    if quant not in QUANT_CHOICES:
+        raise InstrumentIdError(f"unknown --quant {quant!r}; choose one of {', '.join(QUANT_CHOICES)}")
+    quants = list(VARIANT_FILES) if quant == "all" else [quant]
+    model_dir = Path(model_dir)
+    manifest = verify_model_dir(model_dir)
+    if manifest["kind"] != "keras":
+        raise InstrumentIdError(
+            f"{model_dir}: holds a {manifest['kind']} model ({manifest['name']}); only MLP (Keras) folders convert to TFLite"
+        )
+    if "int8" in quants and features_path is None:
+        raise InstrumentIdError("--quant int8 (and all) needs --features FILE: int8 is calibrated on its train split")
+    zoo_model = load_model(model_dir)
+    representative = None
+    if "int8" in quants:
+        representative = representative_pca_values(features_path, zoo_model.pipeline, zoo_model.params)
+    written = []
+    for name in quants:
+        start = time.perf_counter()
+        data = convert_variant(name, zoo_model.model, zoo_model.pipeline, zoo_model.params, representative)
+        listed = verify_model_dir(model_dir)["files"]
+        status = _register(model_dir, VARIANT_FILES[name], data, listed)
+        print(f"{status} {model_dir / VARIANT_FILES[name]}: {len(data):,} bytes ({time.perf_counter() - start:.1f} s)")
+        written.append(model_dir / VARIANT_FILES[name])
+    return written
+
+
+def add_parser(parser: argparse.ArgumentParser) -> None:
+    """Arguments of `instrument-id convert`."""
+    parser.add_argument("--model", required=True, type=Path, help="MLP model folder from `instrument-id train`")
+    parser.add_argument(
+        "--quant", required=True, choices=QUANT_CHOICES,
+        help="none (float32), float16, dynamic (int8 weights), int8 (full integer, float32 in/out), "
+             "raw (audio in, probabilities and decisions out), or all",
+    )
+    parser.add_argument("--features", type=Path, help="feature file whose train split calibrates int8 (needed for int8/all)")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Convert and register the files."""
+    convert_model_dir(args.model, args.quant, args.features)
+    return 0

@@ -1,0 +1,293 @@
+"""The edge runtime: run a .tflite model on audio with numpy and a TFLite interpreter only (no TensorFlow, no librosa).
+
+Two kinds of model, told apart by their input width: a feature model reads k PCA values (numpy features and
+the FeaturePipeline from the pipeline.json beside it run first), a raw-audio model reads one window of samples
+and computes everything inside, its AudioParams stored in the file's metadata. A clip is cut into windows;
+each instrument's clip probability is its maximum over the windows.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from instrument_id.audio import frame_windows
+from instrument_id.errors import InstrumentIdError
+from instrument_id.features import compute_features, extractor_for
+from instrument_id.instruments import NUM_INSTRUMENTS, column_names
+from instrument_id.params import FEATURE_NAMES, AudioParams
+from instrument_id.pipeline import FeaturePipeline
+from tflite.tflite_file import instrument_id_metadata, read_tflite_bytes
+
+PIPELINE_FILE = "pipeline.json"  # written by model_zoo beside the weights: {"pipeline": ..., "params": ...}
+PROBABILITIES = "probabilities"
+DECISIONS = "decisions"
+# import-time failures of a runtime wheel: missing, or built against another numpy (tflite_runtime under numpy 2
+# raises AttributeError or RuntimeError while importing)
+_RUNTIME_IMPORT_ERRORS = (ImportError, AttributeError, RuntimeError, OSError)
+
+
+def interpreter_class() -> tuple[Any, str]:
+    """(Interpreter class, package name): ai_edge_litert, else tflite_runtime, else TensorFlow's tf.lite."""
+    try:
+        from ai_edge_litert.interpreter import Interpreter
+
+        return Interpreter, "ai_edge_litert"
+    except _RUNTIME_IMPORT_ERRORS:
+        pass
+    try:
+        from tflite_runtime.interpreter import Interpreter
+
+        return Interpreter, "tflite_runtime"
+    except _RUNTIME_IMPORT_ERRORS:
+        pass
+    try:
+        from model_zoo.backends import quiet_tensorflow
+
+        quiet_tensorflow()
+        import tensorflow as tf
+
+        return tf.lite.Interpreter, "tensorflow"
+    except _RUNTIME_IMPORT_ERRORS:
+        raise InstrumentIdError(
+            "no TFLite interpreter installed: pip install 'instrument-id[edge]' (ai-edge-litert)"
+        ) from None
+
+
+def _open(path: Path, num_threads: int | None) -> tuple[bytes, Any, str]:
+    """(file bytes, allocated interpreter, runtime package) of a .tflite file."""
+    data = read_tflite_bytes(path)
+    interpreter_type, runtime = interpreter_class()
+    try:
+        interpreter = interpreter_type(model_content=data, num_threads=num_threads)
+        interpreter.allocate_tensors()
+    except (ValueError, RuntimeError) as exc:
+        raise InstrumentIdError(f"{path} is not a TFLite model ({str(exc).strip().splitlines()[0]})") from None
+    return data, interpreter, runtime
+
+
+def load_interpreter(path: str | Path, num_threads: int | None = None) -> Any:
+    """An allocated TFLite interpreter for a .tflite file, from the first runtime package that imports."""
+    return _open(Path(path), num_threads)[1]
+
+
+def read_pipeline_json(path: Path, for_model: Path) -> tuple[FeaturePipeline, AudioParams]:
+    """The FeaturePipeline and AudioParams stored in a model folder's pipeline.json."""
+    if not path.is_file():
+        raise InstrumentIdError(
+            f"{for_model} is a feature-level model (PCA values in); it needs the {PIPELINE_FILE} of its model folder "
+            f"beside it, and {path} is missing"
+        )
+    try:
+        stored = json.loads(path.read_text(encoding="utf-8"))
+        return FeaturePipeline.from_dict(stored["pipeline"]), AudioParams.from_dict(stored["params"])
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, InstrumentIdError) as exc:
+        raise InstrumentIdError(f"{path}: not a valid {PIPELINE_FILE} ({exc})") from None
+
+
+def _io_details(interpreter: Any, path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    """({input name: details}, {output name: details}) from the model's one signature, else its plain tensors."""
+    signatures = interpreter.get_signature_list()
+    if len(signatures) == 1:
+        runner = interpreter.get_signature_runner(next(iter(signatures)))
+        inputs, outputs = runner.get_input_details(), runner.get_output_details()
+    else:
+        inputs = {d["name"]: d for d in interpreter.get_input_details()}
+        outputs = {d["name"]: d for d in interpreter.get_output_details()}
+    if len(outputs) == 1:  # a lone output is the probabilities, whatever its name
+        return inputs, {PROBABILITIES: next(iter(outputs.values()))}
+    return inputs, outputs
+
+
+@dataclass(frozen=True)
+class EdgePrediction:
+    """One clip's result: per-instrument probabilities (max over windows), decisions, and where the time went."""
+
+    probabilities: np.ndarray  # (11,) float32
+    decisions: np.ndarray  # (11,) bool
+    n_windows: int
+    padded: bool
+    features_ms: float  # windowing, numpy features and PCA (raw-audio models: windowing only)
+    model_ms: float  # the interpreter (raw-audio models: features computed in the graph included)
+
+    @property
+    def instruments(self) -> list[str]:
+        """Column names of the instruments judged present."""
+        return [name for name, present in zip(column_names(), self.decisions) if present]
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready result."""
+        return {
+            "instruments": self.instruments,
+            "probabilities": {name: round(float(p), 6) for name, p in zip(column_names(), self.probabilities)},
+            "n_windows": self.n_windows,
+            "padded": self.padded,
+            "features_ms": round(self.features_ms, 3),
+            "model_ms": round(self.model_ms, 3),
+        }
+
+
+class EdgeModel:
+    """A validated .tflite model (feature-level or raw-audio) with the settings to feed it."""
+
+    def __init__(self, path: str | Path, num_threads: int | None = None) -> None:
+        self.path = Path(path)
+        data, self.interpreter, self.runtime = _open(self.path, num_threads)
+        try:
+            self.metadata = instrument_id_metadata(data)
+        except InstrumentIdError as exc:
+            raise InstrumentIdError(f"{self.path}: {exc}") from None
+        inputs, self._outputs = _io_details(self.interpreter, self.path)
+        if len(inputs) != 1:
+            raise InstrumentIdError(f"{self.path}: {len(inputs)} inputs; expected one (PCA values or audio)")
+        self._input = next(iter(inputs.values()))
+        shape = list(self._input.get("shape_signature", self._input["shape"]))
+        if len(shape) != 2 or shape[1] < 1:
+            raise InstrumentIdError(f"{self.path}: input shape {shape}; expected (batch, values)")
+        self.input_width = int(shape[1])
+        self.batch_size = None if shape[0] == -1 else int(shape[0])  # None: any batch size
+        self._check_outputs()
+        self.kind = "features" if self.input_width <= len(FEATURE_NAMES) else "raw_audio"
+        self.pipeline: FeaturePipeline | None = None
+        self._load_settings()
+
+    def _check_outputs(self) -> None:
+        if PROBABILITIES not in self._outputs:
+            raise InstrumentIdError(f"{self.path}: outputs {sorted(self._outputs)}; expected {PROBABILITIES!r}")
+        for name, details in self._outputs.items():
+            width = int(details["shape"][-1]) if len(details["shape"]) else 0
+            if name in (PROBABILITIES, DECISIONS) and (len(details["shape"]) != 2 or width != NUM_INSTRUMENTS):
+                raise InstrumentIdError(
+                    f"{self.path}: output {name!r} has shape {list(details['shape'])}; "
+                    f"expected (batch, {NUM_INSTRUMENTS}), one value per instrument"
+                )
+
+    def _load_settings(self) -> None:
+        """AudioParams (and the pipeline, for feature models), checked against the input width and the metadata."""
+        stored = None
+        if self.metadata is not None:
+            if self.metadata.get("labels", column_names()) != column_names():
+                raise InstrumentIdError(f"{self.path}: instrument order differs from {column_names()}")
+            try:
+                stored = AudioParams.from_dict(self.metadata["params"]) if "params" in self.metadata else None
+            except (InstrumentIdError, TypeError) as exc:
+                raise InstrumentIdError(f"{self.path}: stored audio settings are invalid ({exc})") from None
+        if self.kind == "features":
+            self.pipeline, self.params = read_pipeline_json(self.path.with_name(PIPELINE_FILE), self.path)
+            if self.input_width != self.pipeline.n_components:
+                raise InstrumentIdError(
+                    f"{self.path}: reads {self.input_width} values, but {self.path.with_name(PIPELINE_FILE)} gives "
+                    f"{self.pipeline.n_components} PCA values"
+                )
+            if stored is not None and stored != self.params:
+                raise InstrumentIdError(f"{self.path}: converted with other audio settings than {PIPELINE_FILE}")
+            extractor_for(self.params)  # build the filter banks now, not inside the first clip's timing
+            return
+        if stored is None:
+            raise InstrumentIdError(
+                f"{self.path}: reads {self.input_width} audio samples but stores no audio settings; "
+                "convert it with `instrument-id convert --quant raw`"
+            )
+        self.params = stored
+        if self.input_width != self.params.window_samples:
+            raise InstrumentIdError(
+                f"{self.path}: reads {self.input_width} samples, expected {self.params.window_samples} "
+                f"({self.params.window_seconds} s at {self.params.sample_rate_hz} Hz)"
+            )
+        if DECISIONS not in self._outputs:
+            raise InstrumentIdError(f"{self.path}: a raw-audio model needs a {DECISIONS!r} output")
+
+    def _set_input(self, block: np.ndarray) -> None:
+        """Write one (batch, width) float32 block, quantized when the model takes integers."""
+        dtype = np.dtype(self._input["dtype"])
+        if np.issubdtype(dtype, np.integer):
+            scale, zero_point = self._input["quantization"]
+            limits = np.iinfo(dtype)
+            block = np.clip(np.round(block / scale + zero_point), limits.min, limits.max)
+        self.interpreter.set_tensor(self._input["index"], block.astype(dtype))
+
+    def _get_output(self, name: str) -> np.ndarray:
+        details = self._outputs[name]
+        values = self.interpreter.get_tensor(details["index"])
+        if np.issubdtype(values.dtype, np.integer):
+            scale, zero_point = details["quantization"]
+            return (values.astype(np.float32) - zero_point) * np.float32(scale)
+        return values.astype(np.float32)
+
+    def _resize(self, n_rows: int) -> None:
+        if int(self._input["shape"][0]) != n_rows:
+            self.interpreter.resize_tensor_input(self._input["index"], [n_rows, self.input_width])
+            self.interpreter.allocate_tensors()
+            self._input = {**self._input, "shape": np.array([n_rows, self.input_width])}
+
+    def _invoke(self, rows: np.ndarray) -> dict[str, np.ndarray]:
+        """(n, width) float32 rows -> {output name: (n, 11)}, in one batch when the batch size is open."""
+        chunk = len(rows) if self.batch_size is None else self.batch_size
+        results: dict[str, list[np.ndarray]] = {name: [] for name in self._outputs}
+        for start in range(0, len(rows), chunk):
+            block = rows[start : start + chunk]  # (<= chunk, width)
+            n_block = len(block)
+            if self.batch_size is None:
+                self._resize(n_block)
+            elif n_block < chunk:
+                block = np.pad(block, ((0, chunk - n_block), (0, 0)))
+            self._set_input(block)
+            try:
+                self.interpreter.invoke()
+            except RuntimeError as exc:
+                raise InstrumentIdError(f"{self.path}: the interpreter failed ({exc})") from None
+            for name in self._outputs:
+                results[name].append(self._get_output(name)[:n_block])
+        return {name: np.concatenate(parts) for name, parts in results.items()}
+
+    def predict_rows(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(n, input_width) PCA values or audio windows -> ((n, 11) probabilities, (n, 11) bool decisions)."""
+        rows = np.ascontiguousarray(rows, dtype=np.float32)
+        if rows.ndim != 2 or rows.shape[1] != self.input_width or len(rows) == 0:
+            raise InstrumentIdError(f"{self.path}: expected (n >= 1, {self.input_width}) inputs, got shape {rows.shape}")
+        if not np.isfinite(rows).all():
+            raise InstrumentIdError(f"{self.path}: inputs contain NaN or infinity")
+        outputs = self._invoke(rows)
+        probabilities = outputs[PROBABILITIES]  # (n, 11)
+        if DECISIONS in outputs:
+            return probabilities, outputs[DECISIONS] > 0.5
+        return probabilities, self.pipeline.decide(probabilities)
+
+    def windows_to_rows(self, windows: np.ndarray) -> np.ndarray:
+        """(n, window_samples) audio -> the model's (n, input_width) inputs: PCA values, or the audio itself."""
+        if self.pipeline is None:
+            return windows
+        return self.pipeline.transform(compute_features(windows, self.params))  # (n, 26) -> (n, k)
+
+    def predict_clip(self, y: np.ndarray, name: str = "clip") -> EdgePrediction:
+        """(samples,) mono audio at params.sample_rate_hz -> EdgePrediction; a clip shorter than the window is
+        zero-padded with a warning on stderr; empty or non-finite audio raises InstrumentIdError."""
+        y = np.asarray(y, dtype=np.float32)
+        if y.ndim != 1:
+            raise InstrumentIdError(f"{name}: expected mono samples of shape (n,), got {y.shape}")
+        if y.size == 0:
+            raise InstrumentIdError(f"{name}: empty clip, no samples")
+        if not np.isfinite(y).all():
+            raise InstrumentIdError(f"{name}: audio contains NaN or infinite samples")
+        padded = len(y) < self.params.window_samples
+        if padded:
+            print(
+                f"warning: {name} is {len(y) / self.params.sample_rate_hz:.3f} s long, shorter than the "
+                f"{self.params.window_seconds:g} s window; zero-padded to score it",
+                file=sys.stderr,
+            )
+        start = time.perf_counter()
+        rows = self.windows_to_rows(frame_windows(y, self.params))  # (n_windows, input_width)
+        features_done = time.perf_counter()
+        probabilities, decisions = self.predict_rows(rows)  # (n_windows, 11) each
+        end = time.perf_counter()
+        return EdgePrediction(
+            probabilities=probabilities.max(axis=0), decisions=decisions.any(axis=0), n_windows=len(rows),
+            padded=padded, features_ms=1e3 * (features_done - start), model_ms=1e3 * (end - features_done),
+        )
