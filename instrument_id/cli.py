@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 from instrument_id.errors import InstrumentIdError
@@ -14,10 +15,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "synth": ("train.synth", "render a synthetic corpus in the MusicNet layout"),
     "features": ("train.feature_cache", "compute (or reuse) the feature cache of a corpus"),
     "bench": ("instrument_id.bench", "benchmarks (features, ...): measured figures and ratios against a baseline in the same run"),
-    "train": ("train.train_cli", "train a model from a feature cache"),
+    "sweep-window": ("train.sweep_window", "one RandomForest per window length, 1 to 12 s: macro-F1 and train time"),
     "evaluate": ("train.evaluate", "score models on a feature cache or a labelled folder of clips: report, PR curves, PCA plot"),
     "convert": ("tflite.convert", "convert an MLP model folder to .tflite files (float32, float16, dynamic, int8, raw audio)"),
-    "predict": ("tflite.predict_cli", "name the instruments in audio clips with a .tflite model (edge runtime, no TensorFlow)"),
+    "serve": ("serving.serve_cli", "serve the models over HTTP (Flask + gunicorn, A/B)"),
 }
 
 
@@ -26,14 +27,30 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="instrument-id", description="Recognize the 11 MusicNet instruments in audio.")
     sub = parser.add_subparsers(dest="command", required=True)
     for name, (module_name, help_text) in COMMANDS.items():
-        module = importlib.import_module(module_name)
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError as exc:  # e.g. the edge install has no training libraries
+            sub.add_parser(name, help=f"{help_text} [unavailable here: {exc.name} is not installed; "
+                                       "pip install 'instrument-id[train,serve]']")
+            continue
         module.add_parser(sub.add_parser(name, help=help_text, description=help_text))
     return parser
+
+
+def limit_blas_threads() -> None:
+    """One BLAS thread: our GEMMs are small, and on a busy machine OpenBLAS's spinning threads multiply
+    one clip's latency tenfold. INSTRUMENT_ID_BLAS_THREADS overrides."""
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        return
+    threadpool_limits(limits=int(os.environ.get("INSTRUMENT_ID_BLAS_THREADS", "1")), user_api="blas")
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run one subcommand; expected failures print one line and exit 2."""
     argv = sys.argv[1:] if argv is None else argv
+    limit_blas_threads()
     if argv and argv[0] in COMMANDS and argv[0] not in ("-h", "--help"):
         module = importlib.import_module(COMMANDS[argv[0]][0])
         parser = argparse.ArgumentParser(prog=f"instrument-id {argv[0]}", description=COMMANDS[argv[0]][1])
