@@ -15,10 +15,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "synth": ("train.synth", "render a synthetic corpus in the MusicNet layout"),
     "features": ("train.feature_cache", "compute (or reuse) the feature cache of a corpus"),
     "bench": ("instrument_id.bench", "benchmarks (features, ...): measured figures and ratios against a baseline in the same run"),
-    "sweep-window": ("train.sweep_window", "one RandomForest per window length, 1 to 12 s: macro-F1 and train time"),
+    "train": ("train.train_cli", "train a model from a feature cache"),
     "evaluate": ("train.evaluate", "score models on a feature cache or a labelled folder of clips: report, PR curves, PCA plot"),
     "convert": ("tflite.convert", "convert an MLP model folder to .tflite files (float32, float16, dynamic, int8, raw audio)"),
-    "serve": ("serving.serve_cli", "serve the models over HTTP (Flask + gunicorn, A/B)"),
+    "predict": ("tflite.predict_cli", "name the instruments in audio clips with a .tflite model (edge runtime, no TensorFlow)"),
 }
 
 
