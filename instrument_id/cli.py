@@ -16,6 +16,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "features": ("train.feature_cache", "compute (or reuse) the feature cache of a corpus"),
     "bench": ("instrument_id.bench", "benchmarks (features, ...): measured figures and ratios against a baseline in the same run"),
     "train": ("train.train_cli", "train a model from a feature cache"),
+    "tune": ("train.tune", "tune the MLP (keras-tuner) or the RandomForest (randomized search) on the validation split"),
+    "sweep-window": ("train.sweep_window", "one RandomForest per window length, 1 to 12 s: macro-F1 and train time"),
     "evaluate": ("train.evaluate", "score models on a feature cache or a labelled folder of clips: report, PR curves, PCA plot"),
     "convert": ("tflite.convert", "convert an MLP model folder to .tflite files (float32, float16, dynamic, int8, raw audio)"),
     "predict": ("tflite.predict_cli", "name the instruments in audio clips with a .tflite model (edge runtime, no TensorFlow)"),

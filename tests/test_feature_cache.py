@@ -50,7 +50,8 @@ def test_cache_is_reused_only_when_configuration_matches(make_musicnet, tmp_path
     args = ["features", "--data", str(root), "--out", str(out), "--augment", "0", "--jobs", "1", "--allow-missing-instruments"]
     assert main(args) == 0
     assert main(args) == 0
-    assert "reused" in capsys.readouterr().out
+    verbs = [line.split()[0] for line in capsys.readouterr().out.splitlines() if line.startswith(("wrote ", "reused "))]
+    assert verbs == ["wrote", "reused"]  # the first word: tmp_path itself contains "reused"
     assert main(args + ["--window", "3.0"]) == 0
     assert "wrote" in capsys.readouterr().out
     assert load_featureset(out).params.window_seconds == 3.0

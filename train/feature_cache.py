@@ -93,7 +93,8 @@ def build_feature_cache(data_dir: str | Path, out: str | Path, params: AudioPara
         "params": params.to_dict(), "augment": n_augment, "augment_settings": AUGMENT_SETTINGS, "split": split, "seed": seed,
         "corpus_fingerprint": corpus_fingerprint(data_dir, recordings), "corpus": str(Path(data_dir).resolve()),
     }
-    matching = {k: v for k, v in config.items() if k != "corpus"}
+    # compared as stored: JSON turns the augmentation settings' tuples into lists
+    matching = json.loads(json.dumps({k: v for k, v in config.items() if k != "corpus"}))
     if out.is_file() and not force:
         try:
             cached = load_featureset(out)
