@@ -8,6 +8,7 @@ the functions that need them so `import model_zoo` stays light.
 from __future__ import annotations
 
 import os
+import weakref
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ import numpy as np
 
 from instrument_id.errors import InstrumentIdError
 from instrument_id.instruments import NUM_INSTRUMENTS
+from model_zoo.fast_forest import FastForest
 
 KERAS_FILE = "model.keras"
 SKLEARN_FILE = "model.skops"
@@ -29,8 +31,16 @@ def quiet_tensorflow() -> None:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
+FAST_FOREST_MAX_ROWS = 128  # measured: the numpy walk wins below ~200 rows (0.2 ms vs ~10 ms for one), sklearn above
+_FAST_FORESTS: "weakref.WeakKeyDictionary[Any, FastForest]" = weakref.WeakKeyDictionary()
+
+
 def sklearn_positive_proba(model: Any, Z: np.ndarray) -> np.ndarray:
     """A multi-output scikit-learn classifier's list of (n, n_classes) outputs -> (n, 11) P(label = 1)."""
+    if len(Z) <= FAST_FOREST_MAX_ROWS and FastForest.supports(model) and model.n_outputs_ == NUM_INSTRUMENTS:
+        if model not in _FAST_FORESTS:
+            _FAST_FORESTS[model] = FastForest(model)
+        return _FAST_FORESTS[model].predict_positive(Z)
     raw = model.predict_proba(Z)
     classes = model.classes_
     if isinstance(raw, np.ndarray):  # a single-output model: one (n, n_classes) array
