@@ -21,6 +21,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "evaluate": ("train.evaluate", "score models on a feature cache or a labelled folder of clips: report, PR curves, PCA plot"),
     "convert": ("tflite.convert", "convert an MLP model folder to .tflite files (float32, float16, dynamic, int8, raw audio)"),
     "predict": ("tflite.predict_cli", "name the instruments in audio clips with a .tflite model (edge runtime, no TensorFlow)"),
+    "analyze": ("tflite.analyze_cli", "timeline of the instruments in a long recording: CSV, JSON and PNG, bounded memory"),
+    "listen": ("tflite.listen_cli", "name the instruments of the last window, live, in raw PCM read from stdin"),
 }
 
 
