@@ -50,7 +50,7 @@ class MlpArch:
 
 @dataclass(frozen=True)
 class MlpFit:
-    """How long and in what batches to train; early stopping on validation loss restores the best epoch."""
+    """How long and in what batches to train; early stopping on validation AUC-PR restores the best epoch."""
 
     epochs: int = 300
     batch_size: int = 256
@@ -94,6 +94,24 @@ class WeightedBinaryCrossentropy(keras.losses.Loss):
         return {**super().get_config(), "pos_weight": self.pos_weight}
 
 
+EARLY_STOPPING_MONITOR = "val_auc_pr"
+
+
+def auc_pr_metric(Y_valid: np.ndarray) -> keras.metrics.AUC:
+    """Macro AUC-PR over the instruments present in Y_valid (an absent one has no precision-recall curve)."""
+    present = (np.asarray(Y_valid).sum(axis=0) > 0).astype(np.float32)  # (11,) weight 0 drops a label from the mean
+    return keras.metrics.AUC(curve="PR", multi_label=True, num_labels=NUM_INSTRUMENTS, label_weights=present,
+                             name="auc_pr")
+
+
+def early_stopping(patience: int) -> keras.callbacks.EarlyStopping:
+    """Stop on validation AUC-PR and restore its best epoch. The positive-weighted validation loss bottoms out within
+    a few epochs (measured: epoch ~1-13, train macro-F1 0.51), long before the ranking is learnt; on the validation
+    split of the default corpus this raised macro-F1 from 0.636 to 0.687."""
+    return keras.callbacks.EarlyStopping(monitor=EARLY_STOPPING_MONITOR, mode="max", patience=patience,
+                                         restore_best_weights=True)
+
+
 def seed_everything(seed: int) -> None:
     """Seed Python, numpy and TensorFlow and make TensorFlow's ops deterministic."""
     keras.utils.set_random_seed(seed)
@@ -118,24 +136,28 @@ def fit_mlp(
     model.compile(
         optimizer=keras.optimizers.Adam(learning_rate=arch.learning_rate),
         loss=WeightedBinaryCrossentropy(weights.tolist()),
+        metrics=[auc_pr_metric(Y_valid)],
     )
     if verbose:
         model.summary()
-    stop = keras.callbacks.EarlyStopping(monitor="val_loss", patience=fit.patience, restore_best_weights=True)
+    stop = early_stopping(fit.patience)
     history = model.fit(
         Z_train.astype(np.float32), Y_train.astype(np.float32),
         validation_data=(Z_valid.astype(np.float32), Y_valid.astype(np.float32)),
         epochs=fit.epochs, batch_size=fit.batch_size, callbacks=[stop], verbose=2 if verbose else 0,
     )
     val_loss = history.history["val_loss"]
+    val_auc_pr = history.history[EARLY_STOPPING_MONITOR]
+    best = int(np.argmax(val_auc_pr))  # the epoch EarlyStopping restored
     record = {
         **arch.to_dict(),
         **dataclasses.asdict(fit),
         "n_inputs": int(Z_train.shape[1]),
         "param_count": int(model.count_params()),
         "epochs_trained": len(val_loss),
-        "best_epoch": int(np.argmin(val_loss)) + 1,
-        "best_val_loss": float(np.min(val_loss)),
+        "best_epoch": best + 1,
+        "best_val_auc_pr": float(val_auc_pr[best]),
+        "best_epoch_val_loss": float(val_loss[best]),
         "positive_weights": weights.tolist(),
         "loss": "per-instrument weighted binary cross-entropy",
         "seed": seed,

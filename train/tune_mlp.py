@@ -5,7 +5,7 @@ while Hyperband's trial count follows from max_epochs and its reduction factor, 
 epochs, which on a validation split of about a hundred windows is mostly noise. Each trial here costs seconds, so a
 Gaussian process that learns from every finished trial makes more of a small budget than early culling would.
 
-Each trial trains exactly as train_model does (same seed, loss, batch size, early stopping on validation loss that
+Each trial trains exactly as train_model does (same seed, loss, batch size, early stopping on validation AUC-PR that
 restores the best epoch), and its score is the validation AUC-PR of those restored weights, so the retrained winner
 is the model that was scored.
 """
@@ -19,7 +19,6 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from instrument_id.instruments import NUM_INSTRUMENTS
 from model_zoo.backends import quiet_tensorflow
 
 quiet_tensorflow()
@@ -27,7 +26,9 @@ import keras  # noqa: E402  (after quieting TensorFlow's start-up log)
 import keras_tuner as kt  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from train.mlp import MlpArch, MlpFit, WeightedBinaryCrossentropy, build_mlp, positive_weights, seed_everything  # noqa: E402
+from train.mlp import (  # noqa: E402
+    MlpArch, MlpFit, WeightedBinaryCrossentropy, auc_pr_metric, build_mlp, early_stopping, positive_weights, seed_everything,
+)
 
 OBJECTIVE_NAME = "val_auc_pr"
 OBJECTIVE_DIRECTION = "max"
@@ -41,13 +42,6 @@ SEARCH_SPACE = {
     "dropout": list(DROPOUT_RANGE),
     "learning_rate_log": list(LEARNING_RATE_RANGE),
 }
-
-
-def auc_pr_metric(Y_valid: np.ndarray) -> keras.metrics.AUC:
-    """Macro AUC-PR over the instruments present in Y_valid (an absent one has no precision-recall curve)."""
-    present = (np.asarray(Y_valid).sum(axis=0) > 0).astype(np.float32)  # (11,) weight 0 drops a label from the mean
-    return keras.metrics.AUC(curve="PR", multi_label=True, num_labels=NUM_INSTRUMENTS, label_weights=present,
-                             name="auc_pr")
 
 
 def arch_from_values(values: dict[str, Any]) -> MlpArch:
@@ -98,10 +92,10 @@ def search_mlp(
             start = time.perf_counter()
             seed_everything(seed)  # every candidate starts from the same seeded state as train_model's fit
             model = self.hypermodel.build(trial.hyperparameters)
-            stop = keras.callbacks.EarlyStopping(monitor="val_loss", patience=fit.patience, restore_best_weights=True)
+            stop = early_stopping(fit.patience)
             history = model.fit(Z_train, Y_train, validation_data=(Z_valid, Y_valid), epochs=fit.epochs,
                                 batch_size=fit.batch_size, callbacks=[stop], verbose=0).history
-            best = int(np.argmin(history["val_loss"]))  # the epoch EarlyStopping restores
+            best = int(np.argmax(history[OBJECTIVE_NAME]))  # the epoch EarlyStopping restores
             records[trial.trial_id] = {"best_epoch": best + 1, "epochs_trained": len(history["val_loss"]),
                                        "fit_seconds": time.perf_counter() - start}
             progress.update(1)
