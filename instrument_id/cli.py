@@ -23,6 +23,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "predict": ("tflite.predict_cli", "name the instruments in audio clips with a .tflite model (edge runtime, no TensorFlow)"),
     "analyze": ("tflite.analyze_cli", "timeline of the instruments in a long recording: CSV, JSON and PNG, bounded memory"),
     "listen": ("tflite.listen_cli", "name the instruments of the last window, live, in raw PCM read from stdin"),
+    "serve": ("serving.serve_cli", "serve the models over HTTP (Flask + gunicorn, A/B)"),
 }
 
 

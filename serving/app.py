@@ -1,0 +1,59 @@
+"""create_app(): the Flask application factory. Models load (and are verified) here, before any request or fork."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from flask import Flask
+
+from serving.ab import ABRouter
+from serving.config import ServingConfig, parse_config
+from serving.errors import LOGGER, register_error_handlers
+from serving.models import ServedModel, load_served_model
+from serving.ops import ServingMetrics, install_request_hooks
+from serving.store import PredictionStore
+
+EXTENSION = "instrument_id"
+
+
+@dataclass
+class ServingState:
+    """What every request needs: the config, the loaded models, the A/B router, the log and the metrics."""
+
+    config: ServingConfig
+    models: dict[str, ServedModel]
+    router: ABRouter
+    store: PredictionStore
+    metrics: ServingMetrics
+
+
+def create_app(config: dict[str, Any] | ServingConfig | None = None) -> Flask:
+    """The serving app for a config (dict as in a config file, a parsed ServingConfig, or None for the shipped models).
+
+    A model folder that fails verification or loading raises InstrumentIdError here, so a server never starts
+    with a model it cannot trust.
+    """
+    from serving import openapi, ops, routes_compat, routes_v2
+
+    serving_config = config if isinstance(config, ServingConfig) else parse_config(config)
+    models = {}
+    for model_config in serving_config.models:
+        models[model_config.name] = load_served_model(model_config)
+        LOGGER.info("loaded model %s (%s runtime, version %s) from %s", model_config.name, model_config.runtime,
+                    models[model_config.name].version, model_config.path)
+    store = PredictionStore(serving_config.log_db)
+    store.init_schema()
+
+    app = Flask(__name__)
+    app.config["MAX_CONTENT_LENGTH"] = serving_config.max_upload_bytes
+    app.json.sort_keys = False  # instruments stay in class order
+    app.url_map.merge_slashes = False  # '//v2//predict' is a 404, not a redirect
+    app.extensions[EXTENSION] = ServingState(
+        config=serving_config, models=models, router=ABRouter(serving_config.arms), store=store, metrics=ServingMetrics(),
+    )
+    register_error_handlers(app)
+    install_request_hooks(app)
+    for blueprint in (routes_compat.bp, routes_v2.bp, ops.bp, openapi.bp):
+        app.register_blueprint(blueprint)
+    return app

@@ -1,0 +1,195 @@
+"""The server's configuration: which model folders to serve, the A/B arms, the prediction log and the size limits.
+
+A config is a JSON or TOML file (or the same data as a dict passed to create_app):
+
+    log_db = "runs/serving/predictions.sqlite"
+    max_upload_bytes = 10485760           # request bodies above this get 413
+    max_analyze_bytes = 67108864          # decoded float32 audio above this gets 413
+    [models.mlp]
+    path = "model_zoo/models/mlp"         # relative paths resolve against the config file's folder
+    runtime = "tflite"                    # "tflite" (edge runtime) or "zoo" (the zoo's Keras/skops loader)
+    tflite_file = "model_float32.tflite"
+    [models.rf]
+    path = "model_zoo/models/rf"
+    runtime = "zoo"
+    [ab.arms.A]
+    model = "mlp"
+    weight = 0.5
+    [ab.arms.B]
+    model = "rf"
+    weight = 0.5
+
+Unknown keys, unknown models and bad values raise InstrumentIdError naming the key, never a silent default.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from instrument_id.errors import InstrumentIdError
+
+DEFAULT_LOG_DB = Path("runs/serving/predictions.sqlite")
+DEFAULT_MAX_UPLOAD_BYTES = 10 * 1024 * 1024
+DEFAULT_MAX_ANALYZE_BYTES = 64 * 1024 * 1024  # ~3 min of 44.1 kHz stereo as float32
+DEFAULT_TFLITE_FILE = "model_float32.tflite"
+RUNTIMES = ("tflite", "zoo")
+SHIPPED_MODELS_DIR = Path(__file__).resolve().parent.parent / "model_zoo" / "models"
+TOP_KEYS = {"models", "ab", "log_db", "max_upload_bytes", "max_analyze_bytes"}
+MODEL_KEYS = {"path", "runtime", "tflite_file"}
+ARM_KEYS = {"model", "weight"}
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """One model folder to serve and the runtime to serve it with."""
+
+    name: str
+    path: Path
+    runtime: str
+    tflite_file: str
+
+
+@dataclass(frozen=True)
+class ArmConfig:
+    """One A/B arm: the model it routes to and its share of the traffic (weights are normalized)."""
+
+    name: str
+    model: str
+    weight: float
+
+
+@dataclass(frozen=True)
+class ServingConfig:
+    """The validated configuration."""
+
+    models: tuple[ModelConfig, ...]
+    arms: tuple[ArmConfig, ...]
+    log_db: Path
+    max_upload_bytes: int
+    max_analyze_bytes: int
+
+    def model_names(self) -> list[str]:
+        """Configured model names in config order."""
+        return [model.name for model in self.models]
+
+
+def default_config_data() -> dict[str, Any]:
+    """The shipped models: the MLP on its float32 TFLite file, the RandomForest through the zoo, A/B 50:50."""
+    return {
+        "models": {
+            "mlp": {"path": str(SHIPPED_MODELS_DIR / "mlp"), "runtime": "tflite", "tflite_file": DEFAULT_TFLITE_FILE},
+            "rf": {"path": str(SHIPPED_MODELS_DIR / "rf"), "runtime": "zoo"},
+        },
+        "ab": {"arms": {"A": {"model": "mlp", "weight": 0.5}, "B": {"model": "rf", "weight": 0.5}}},
+    }
+
+
+def _check_keys(where: str, data: Any, allowed: set[str], required: set[str] = frozenset()) -> dict[str, Any]:
+    if not isinstance(data, dict):
+        raise InstrumentIdError(f"{where}: expected a table/object, got {type(data).__name__}")
+    unknown = sorted(set(data) - allowed)
+    if unknown:
+        raise InstrumentIdError(f"{where}: unknown key {unknown[0]!r} (known keys: {', '.join(sorted(allowed))})")
+    missing = sorted(required - set(data))
+    if missing:
+        raise InstrumentIdError(f"{where}: missing key {missing[0]!r}")
+    return data
+
+
+def _positive_int(where: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise InstrumentIdError(f"{where}: expected a positive integer number of bytes, got {value!r}")
+    return value
+
+
+def _model(name: str, data: Any, base_dir: Path, where: str) -> ModelConfig:
+    entry = _check_keys(f"{where}: models.{name}", data, MODEL_KEYS, {"path"})
+    runtime = entry.get("runtime", "zoo")
+    if runtime not in RUNTIMES:
+        raise InstrumentIdError(f"{where}: models.{name}.runtime must be one of {list(RUNTIMES)}, got {runtime!r}")
+    tflite_file = entry.get("tflite_file", DEFAULT_TFLITE_FILE)
+    if not isinstance(tflite_file, str) or Path(tflite_file).name != tflite_file or not tflite_file.endswith(".tflite"):
+        raise InstrumentIdError(f"{where}: models.{name}.tflite_file must be a .tflite file name, got {tflite_file!r}")
+    if not isinstance(entry["path"], str) or not entry["path"]:
+        raise InstrumentIdError(f"{where}: models.{name}.path must be a folder path")
+    path = Path(entry["path"]).expanduser()
+    return ModelConfig(name=name, path=path if path.is_absolute() else base_dir / path, runtime=runtime, tflite_file=tflite_file)
+
+
+def _arms(data: Any, model_names: list[str], where: str) -> tuple[ArmConfig, ...]:
+    if data is None:  # no A/B section: every model one arm of equal weight, named A, B, C, ...
+        return tuple(ArmConfig(chr(ord("A") + i), name, 1.0) for i, name in enumerate(model_names[:26]))
+    arms_data = _check_keys(f"{where}: ab", data, {"arms"}, {"arms"})["arms"]
+    if not isinstance(arms_data, dict) or not arms_data:
+        raise InstrumentIdError(f"{where}: ab.arms must name at least one arm")
+    arms = []
+    for arm_name, arm in arms_data.items():
+        arm = _check_keys(f"{where}: ab.arms.{arm_name}", arm, ARM_KEYS, {"model"})
+        if arm["model"] not in model_names:
+            raise InstrumentIdError(
+                f"{where}: ab.arms.{arm_name}.model {arm['model']!r} is not a configured model ({', '.join(model_names)})"
+            )
+        weight = arm.get("weight", 1.0)
+        if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not math.isfinite(weight) or weight <= 0:
+            raise InstrumentIdError(f"{where}: ab.arms.{arm_name}.weight must be a positive number, got {weight!r}")
+        arms.append(ArmConfig(str(arm_name), arm["model"], float(weight)))
+    return tuple(arms)
+
+
+def parse_config(data: dict[str, Any] | None, base_dir: Path | None = None, where: str = "config") -> ServingConfig:
+    """Validate config data (None: the shipped defaults); relative paths resolve against base_dir (default: cwd)."""
+    data = default_config_data() if data is None else data
+    base_dir = base_dir or Path.cwd()
+    _check_keys(where, data, TOP_KEYS, {"models"})
+    models_data = data["models"]
+    if not isinstance(models_data, dict) or not models_data:
+        raise InstrumentIdError(f"{where}: models must be a table of name -> {{path, runtime, tflite_file}}")
+    models = tuple(_model(str(name), entry, base_dir, where) for name, entry in models_data.items())
+    names = [model.name for model in models]
+    arms = _arms(data.get("ab"), names, where)
+    log_db = data.get("log_db", str(DEFAULT_LOG_DB))
+    if not isinstance(log_db, str) or not log_db:
+        raise InstrumentIdError(f"{where}: log_db must be a file path, got {log_db!r}")
+    log_path = Path(log_db).expanduser()
+    return ServingConfig(
+        models=models,
+        arms=arms,
+        log_db=log_path if log_path.is_absolute() else base_dir / log_path,
+        max_upload_bytes=_positive_int(f"{where}: max_upload_bytes", data.get("max_upload_bytes", DEFAULT_MAX_UPLOAD_BYTES)),
+        max_analyze_bytes=_positive_int(f"{where}: max_analyze_bytes", data.get("max_analyze_bytes", DEFAULT_MAX_ANALYZE_BYTES)),
+    )
+
+
+def read_config_file(path: str | Path) -> dict[str, Any]:
+    """The raw data of a .json or .toml config file; unreadable or malformed files raise InstrumentIdError."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise InstrumentIdError(f"{path}: config file not found") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InstrumentIdError(f"{path}: cannot read the config file ({exc})") from None
+    try:
+        if path.suffix.lower() == ".toml":
+            return tomllib.loads(text)
+        if path.suffix.lower() == ".json":
+            data = json.loads(text)
+            if not isinstance(data, dict):
+                raise InstrumentIdError(f"{path}: the config must be a JSON object")
+            return data
+    except (tomllib.TOMLDecodeError, json.JSONDecodeError) as exc:
+        raise InstrumentIdError(f"{path}: malformed config ({exc})") from None
+    raise InstrumentIdError(f"{path}: config files must end in .json or .toml")
+
+
+def load_config(path: str | Path | None) -> ServingConfig:
+    """Read and validate a config file (None: the shipped defaults, relative to the working directory)."""
+    if path is None:
+        return parse_config(None)
+    path = Path(path)
+    return parse_config(read_config_file(path), base_dir=path.resolve().parent, where=str(path))

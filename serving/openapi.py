@@ -1,0 +1,199 @@
+"""The OpenAPI 3 document of the whole API, as data, and the route that serves it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Blueprint, current_app, jsonify
+
+from instrument_id.instruments import INSTRUMENTS, column_names
+from serving.decode import MAX_CHANNELS, MAX_RATE_HZ, MIN_RATE_HZ, PCM_FORMATS
+
+bp = Blueprint("openapi", __name__)
+AUDIO_TYPES = ("audio/wav", "audio/flac", "audio/ogg", "audio/mpeg", "application/octet-stream")
+NAMES = [inst.name for inst in INSTRUMENTS]
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+def _errors(*codes: int) -> dict[str, Any]:
+    reasons = {
+        400: "bad input (unreadable audio, malformed JSON, wrong fields)", 404: "unknown model, arm or prediction id",
+        413: "body or decoded audio over the size limit", 415: "unsupported Content-Type",
+        503: "not ready: models not loaded",
+    }
+    return {str(code): _json(_ref("Error"), reasons[code]) for code in codes}
+
+
+def _number(minimum: float | None = None, maximum: float | None = None, nullable: bool = False) -> dict[str, Any]:
+    schema: dict[str, Any] = {"type": "number"}
+    if minimum is not None:
+        schema["minimum"] = minimum
+    if maximum is not None:
+        schema["maximum"] = maximum
+    if nullable:
+        schema["nullable"] = True
+    return schema
+
+
+def _object(properties: dict[str, Any], required: list[str] | None = None) -> dict[str, Any]:
+    return {"type": "object", "properties": properties, "required": list(properties) if required is None else required}
+
+
+def _schemas() -> dict[str, Any]:
+    names = {"type": "array", "items": {"type": "string", "enum": NAMES}}
+    probabilities = {"type": "object", "additionalProperties": _number(0, 1)}
+    result = _object({
+        "instrument": {"type": "string", "enum": NAMES}, "program": {"type": "integer"},
+        "probability": _number(0, 1), "decision": {"type": "boolean"},
+    })
+    results = {"type": "array", "items": _ref("InstrumentResult"), "minItems": len(NAMES), "maxItems": len(NAMES)}
+    window = _object({
+        "start_seconds": _number(0), "end_seconds": _number(0), "instruments": names, "probabilities": probabilities,
+    })
+    latency = {"type": "object", "additionalProperties": _number(0)}
+    predict = _object({
+        "prediction_id": {"type": "string"}, "model": {"type": "string"}, "model_version": {"type": "string"},
+        "arm": {"type": "string", "nullable": True}, "instruments": names, "results": results,
+        "clip_seconds": _number(0), "n_windows": {"type": "integer", "minimum": 1},
+        "windows": {"type": "array", "items": _ref("Window")}, "warnings": {"type": "array", "items": {"type": "string"}},
+        "latency_ms": latency,
+    })
+    compared = _object({
+        "prediction_id": {"type": "string"}, "model": {"type": "string"}, "model_version": {"type": "string"},
+        "arm": {"type": "string", "nullable": True}, "instruments": names, "results": results,
+        "n_windows": {"type": "integer", "minimum": 1}, "latency_ms": latency,
+    })
+    compare = _object({
+        "compare_group": {"type": "string"}, "clip_seconds": _number(0),
+        "models": {"type": "array", "items": compared},
+        "agreement": _object({
+            "all_agree": {"type": "boolean"}, "disagreeing": names,
+            "per_instrument": {"type": "array", "items": {"type": "object"}},
+        }),
+        "warnings": {"type": "array", "items": {"type": "string"}}, "latency_ms": latency,
+    })
+    pcm = {
+        "type": "object", "additionalProperties": False, "required": ["pcm_base64", "sample_rate"],
+        "properties": {
+            "pcm_base64": {"type": "string", "format": "byte", "description": "interleaved little-endian PCM, base64"},
+            "sample_rate": {"type": "integer", "minimum": MIN_RATE_HZ, "maximum": MAX_RATE_HZ},
+            "channels": {"type": "integer", "minimum": 1, "maximum": MAX_CHANNELS, "default": 1},
+            "format": {"type": "string", "enum": sorted(PCM_FORMATS), "default": "s16le"},
+        },
+    }
+    feedback_request = {
+        "type": "object", "additionalProperties": False, "required": ["prediction_id", "instruments"],
+        "properties": {
+            "prediction_id": {"type": "string", "minLength": 1},
+            "instruments": {"type": "array", "items": {"type": "string", "enum": NAMES + column_names()}},
+        },
+    }
+    scores = _object({
+        "n": {"type": "integer"}, "true_positives": {"type": "integer"}, "false_positives": {"type": "integer"},
+        "false_negatives": {"type": "integer"}, "precision": _number(0, 1, True), "recall": _number(0, 1, True),
+        "f1": _number(0, 1, True),
+    })
+    arm_report = _object({
+        "model": {"type": "string"}, "weight": _number(0, 1), "count": {"type": "integer", "minimum": 0},
+        "latency_ms": {"type": "object", "additionalProperties": _number(0, nullable=True)},
+        "agreement": {"type": "object"}, "feedback": scores,
+    })
+    return {
+        "Error": _object({"error": {"type": "string"}}),
+        "InstrumentResult": result,
+        "Window": window,
+        "PredictResponse": predict,
+        "CompareResponse": compare,
+        "PcmRequest": pcm,
+        "FeedbackRequest": feedback_request,
+        "FeedbackResponse": _object({"prediction_id": {"type": "string"}, "instruments": {"type": "array", "items": {"type": "string"}},
+                                     "recorded": {"type": "boolean"}}),
+        "ModelsResponse": _object({"models": {"type": "array", "items": {"type": "object"}}, "ab": {"type": "object"}}),
+        "ReportResponse": _object({"arms": {"type": "object", "additionalProperties": arm_report}, "notes": {"type": "string"}}),
+        "CompatAnswer": {
+            "type": "array", "minItems": 1, "maxItems": 1,
+            "items": _object({
+                "All_instruments": {"type": "array", "items": {"type": "string", "enum": column_names()}},
+                "instruments_predict": {"type": "array", "items": {"type": "string", "enum": column_names()}},
+                "model_prediction": {"type": "array", "items": {"type": "boolean"}, "minItems": 11, "maxItems": 11},
+                "time predic": _number(0),
+            }),
+        },
+    }
+
+
+def _audio_body(field_name: str = "audio") -> dict[str, Any]:
+    binary = {"type": "string", "format": "binary"}
+    content: dict[str, Any] = {
+        "multipart/form-data": {"schema": {"type": "object", "required": [field_name], "properties": {field_name: binary}}},
+    }
+    content.update({media: {"schema": binary} for media in AUDIO_TYPES})
+    content["application/json"] = {"schema": _ref("PcmRequest")}
+    return {"required": True, "content": content,
+            "description": "a clip: WAV, FLAC, OGG or MP3 file (multipart or raw body), or base64 PCM in JSON"}
+
+
+def openapi_document(model_names: list[str], arm_names: list[str], max_upload_bytes: int) -> dict[str, Any]:
+    """The OpenAPI 3.0 document for a server with these models and A/B arms."""
+    client = {"name": "X-Client-Id", "in": "header", "required": False, "schema": {"type": "string"},
+              "description": "sticky A/B assignment: the same id always gets the same arm"}
+    model_param = {"name": "model", "in": "query", "required": False,
+                   "schema": {"type": "string", "enum": ["ab", *model_names], "default": "ab"},
+                   "description": "a loaded model, or 'ab' to let the A/B router choose"}
+    arm_param = {"name": "arm", "in": "query", "required": False, "schema": {"type": "string", "enum": arm_names},
+                 "description": "force an A/B arm (only with model=ab)"}
+    audio_errors = (400, 413, 415)
+    paths = {
+        "/RNA": {
+            "get": {"summary": "usage of the reference API", "responses": {"200": _json({"type": "object"}, "usage")}},
+            "post": {"summary": "the reference API: a list with one object of four keys",
+                     "requestBody": _audio_body("file1"),
+                     "responses": {"200": _json(_ref("CompatAnswer"), "the reference answer"), **_errors(*audio_errors)}},
+        },
+        "/v2/predict": {"post": {
+            "summary": "instruments in one clip, from one model or the A/B router", "parameters": [model_param, arm_param, client],
+            "requestBody": _audio_body(),
+            "responses": {"200": _json(_ref("PredictResponse"), "the prediction"), **_errors(400, 404, 413, 415)},
+        }},
+        "/v2/compare": {"post": {
+            "summary": "every loaded model on the same clip", "parameters": [client], "requestBody": _audio_body(),
+            "responses": {"200": _json(_ref("CompareResponse"), "side-by-side predictions"), **_errors(*audio_errors)},
+        }},
+        "/v2/models": {"get": {"summary": "the loaded models", "responses": {"200": _json(_ref("ModelsResponse"), "models")}}},
+        "/v2/feedback": {"post": {
+            "summary": "the true instruments of a logged prediction",
+            "requestBody": {"required": True, "content": {"application/json": {"schema": _ref("FeedbackRequest")}}},
+            "responses": {"200": _json(_ref("FeedbackResponse"), "recorded"), **_errors(400, 404, 413, 415)},
+        }},
+        "/v2/ab/report": {"get": {"summary": "A/B arms: counts, latency, agreement, feedback scores",
+                                  "responses": {"200": _json(_ref("ReportResponse"), "the report")}}},
+        "/openapi.json": {"get": {"summary": "this document", "responses": {"200": _json({"type": "object"}, "OpenAPI 3")}}},
+        "/healthz": {"get": {"summary": "alive", "responses": {"200": _json({"type": "object"}, "alive")}}},
+        "/readyz": {"get": {"summary": "models loaded", "responses": {"200": _json({"type": "object"}, "ready"), **_errors(503)}}},
+        "/metrics": {"get": {"summary": "Prometheus metrics", "responses": {
+            "200": {"description": "Prometheus text format", "content": {"text/plain": {"schema": {"type": "string"}}}}}}},
+    }
+    return {
+        "openapi": "3.0.3",
+        "info": {
+            "title": "instrument-id", "version": "2",
+            "description": "Which of the 11 MusicNet instruments play in a clip. Uploads up to "
+                           f"{max_upload_bytes:,} bytes; every error is JSON {{\"error\": \"...\"}}.",
+        },
+        "paths": paths,
+        "components": {"schemas": _schemas()},
+    }
+
+
+@bp.get("/openapi.json")
+def openapi_json():
+    """The document for this server's models and arms."""
+    current = current_app.extensions["instrument_id"]
+    return jsonify(openapi_document(list(current.models), list(current.router.by_name), current.config.max_upload_bytes))

@@ -1,0 +1,226 @@
+"""The v2 API: predict (one model or the A/B router), compare (every model on one clip), models, feedback, report."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from flask import Blueprint, current_app, g, jsonify, request
+
+from instrument_id.instruments import INSTRUMENTS, NAME_TO_INDEX, column_names
+from serving.ab import ab_report
+from serving.decode import decode_request, read_json_body
+from serving.errors import ApiError
+from serving.models import ClipAnalysis, ModelResult, ServedModel
+from serving.store import PredictionRecord
+
+if TYPE_CHECKING:
+    from serving.app import ServingState
+
+bp = Blueprint("v2", __name__, url_prefix="/v2")
+AB = "ab"
+MAX_CLIENT_ID_CHARS = 200
+COLUMN_TO_INDEX = {name: i for i, name in enumerate(column_names())}
+FEEDBACK_KEYS = {"prediction_id", "instruments"}
+
+
+def state() -> "ServingState":
+    """The app's loaded models, router, store and metrics."""
+    return current_app.extensions["instrument_id"]
+
+
+def client_id() -> str | None:
+    """The X-Client-Id header (A/B stickiness), or None."""
+    value = request.headers.get("X-Client-Id", "").strip()
+    return value[:MAX_CLIENT_ID_CHARS] or None
+
+
+def choose_model(current: "ServingState", model_name: str | None, arm_name: str | None) -> tuple[ServedModel, str | None]:
+    """(model, arm): a named model (no arm), a named arm, or the A/B router's pick for this client."""
+    model_name = model_name or AB
+    if model_name != AB and arm_name:
+        raise ApiError(400, f"ask for either model={model_name} or arm={arm_name}, not both")
+    if model_name != AB:
+        if model_name not in current.models:
+            raise ApiError(404, f"unknown model {model_name!r}; loaded: {', '.join(current.models)} (or 'ab')")
+        return current.models[model_name], None
+    if arm_name:
+        if arm_name not in current.router.by_name:
+            raise ApiError(404, f"unknown A/B arm {arm_name!r}; arms: {', '.join(current.router.by_name)}")
+        arm = current.router.by_name[arm_name]
+    else:
+        arm = current.router.assign(client_id())
+    return current.models[arm.model], arm.name
+
+
+def results_list(probabilities: np.ndarray, decisions: np.ndarray) -> list[dict[str, Any]]:
+    """One entry per instrument in class order."""
+    return [
+        {"instrument": inst.name, "program": inst.program, "probability": round(float(p), 6), "decision": bool(d)}
+        for inst, p, d in zip(INSTRUMENTS, probabilities, decisions)
+    ]
+
+
+def present(decisions: np.ndarray) -> list[str]:
+    """Names of the instruments judged present."""
+    return [inst.name for inst, d in zip(INSTRUMENTS, decisions) if d]
+
+
+def windows_list(result: ModelResult, window_seconds: float) -> list[dict[str, Any]]:
+    """Per-window results (only worth sending when the clip spans more than one window)."""
+    return [
+        {
+            "start_seconds": round(float(start), 3), "end_seconds": round(float(start) + window_seconds, 3),
+            "instruments": present(decisions),
+            "probabilities": {inst.name: round(float(p), 6) for inst, p in zip(INSTRUMENTS, probabilities)},
+        }
+        for start, probabilities, decisions in zip(result.window_start_seconds, result.window_probabilities, result.window_decisions)
+    ]
+
+
+def make_record(model: ServedModel, result: ModelResult, analysis: ClipAnalysis, route: str, arm: str | None,
+                total_ms: float, compare_group: str | None = None) -> PredictionRecord:
+    """The log row of one model's prediction."""
+    return PredictionRecord(
+        id=uuid.uuid4().hex, ts=time.time(), route=route, arm=arm, model=model.name, model_version=model.version,
+        latency_ms=total_ms, decode_ms=analysis.clip.decode_ms, features_ms=analysis.features_ms, model_ms=result.model_ms,
+        probabilities={c: round(float(p), 6) for c, p in zip(column_names(), result.probabilities)},
+        instruments=[c for c, d in zip(column_names(), result.decisions) if d],
+        request_bytes=analysis.clip.request_bytes, client_id=client_id(), compare_group=compare_group,
+    )
+
+
+def elapsed_ms() -> float:
+    """Milliseconds since the request started."""
+    return 1e3 * (time.perf_counter() - g.start)
+
+
+def predict_request(route: str, model_name: str | None, arm_name: str | None, any_file_field: bool = False
+                    ) -> tuple[ServedModel, str | None, ModelResult, ClipAnalysis, PredictionRecord]:
+    """Decode, route, score and log one clip; the log is committed before this returns."""
+    current = state()
+    model, arm = choose_model(current, model_name, arm_name)
+    g.arm, g.model = arm, model.name
+    analysis = ClipAnalysis(decode_request(request, current.config.max_analyze_bytes, any_file_field))
+    result = model.predict(analysis)
+    record = make_record(model, result, analysis, route, arm, elapsed_ms())
+    current.store.log_predictions([record])
+    g.prediction_id = record.id
+    return model, arm, result, analysis, record
+
+
+@bp.post("/predict")
+def predict():
+    """One clip through one model (?model=NAME) or the A/B router (?model=ab, default; ?arm=NAME forces an arm)."""
+    model, arm, result, analysis, record = predict_request("/v2/predict", request.args.get("model"), request.args.get("arm"))
+    body = {
+        "prediction_id": record.id, "model": model.name, "model_version": model.version, "arm": arm,
+        "instruments": present(result.decisions), "results": results_list(result.probabilities, result.decisions),
+        "clip_seconds": round(analysis.clip.seconds, 3), "n_windows": len(result.window_probabilities),
+        "windows": windows_list(result, model.params.window_seconds) if len(result.window_probabilities) > 1 else [],
+        "warnings": analysis.warnings(model.params),
+        "latency_ms": {
+            "decode": round(record.decode_ms, 3), "features": round(record.features_ms, 3),
+            "model": round(record.model_ms, 3), "total": round(elapsed_ms(), 3),
+        },
+    }
+    return jsonify(body)
+
+
+@bp.post("/compare")
+def compare():
+    """Every loaded model on the same clip (features computed once), side by side, logged under one compare group."""
+    current = state()
+    analysis = ClipAnalysis(decode_request(request, current.config.max_analyze_bytes))
+    group = uuid.uuid4().hex
+    scored = [(model, model.predict(analysis)) for model in current.models.values()]
+    total_ms = elapsed_ms()
+    records = [
+        make_record(model, result, analysis, "/v2/compare", current.router.arm_of_model(model.name), total_ms, group)
+        for model, result in scored
+    ]
+    current.store.log_predictions(records)
+    decisions = {model.name: result.decisions for model, result in scored}
+    agree = [len({bool(d[j]) for d in decisions.values()}) == 1 for j in range(len(INSTRUMENTS))]
+    warnings = sorted({w for model, _ in scored for w in analysis.warnings(model.params)})
+    return jsonify({
+        "compare_group": group,
+        "clip_seconds": round(analysis.clip.seconds, 3),
+        "models": [
+            {
+                "prediction_id": record.id, "model": model.name, "model_version": model.version, "arm": record.arm,
+                "instruments": present(result.decisions), "results": results_list(result.probabilities, result.decisions),
+                "n_windows": len(result.window_probabilities), "latency_ms": {"model": round(result.model_ms, 3)},
+            }
+            for (model, result), record in zip(scored, records)
+        ],
+        "agreement": {
+            "all_agree": all(agree),
+            "disagreeing": [inst.name for inst, same in zip(INSTRUMENTS, agree) if not same],
+            "per_instrument": [
+                {"instrument": inst.name, "program": inst.program, "agree": same,
+                 "decisions": {name: bool(d[j]) for name, d in decisions.items()}}
+                for j, (inst, same) in enumerate(zip(INSTRUMENTS, agree))
+            ],
+        },
+        "warnings": warnings,
+        "latency_ms": {
+            "decode": round(analysis.clip.decode_ms, 3), "features": round(analysis.features_ms, 3),
+            "models": round(sum(result.model_ms for _, result in scored), 3), "total": round(elapsed_ms(), 3),
+        },
+    })
+
+
+@bp.get("/models")
+def models():
+    """The loaded models: version, training fingerprint, test metrics; and the A/B arms."""
+    current = state()
+    return jsonify({
+        "models": [model.describe() for model in current.models.values()],
+        "ab": {"arms": [
+            {"name": arm.name, "model": arm.model, "weight": share}
+            for arm, share in zip(current.router.arms, current.router.shares)
+        ]},
+    })
+
+
+def parse_instruments(value: Any) -> list[str]:
+    """Names ('violin') or columns ('violin(41)') -> column names in class order; anything else is a 400."""
+    if not isinstance(value, list):
+        raise ApiError(400, "'instruments' must be a list of instrument names, e.g. [\"violin\", \"cello(43)\"]")
+    indices = set()
+    for item in value:
+        index = COLUMN_TO_INDEX.get(item, NAME_TO_INDEX.get(item)) if isinstance(item, str) else None
+        if index is None:
+            raise ApiError(400, f"unknown instrument {str(item)[:60]!r}; known: {', '.join(column_names())}")
+        indices.add(index)
+    return [column_names()[i] for i in sorted(indices)]
+
+
+@bp.post("/feedback")
+def feedback():
+    """Record the true instruments of a logged prediction."""
+    payload = read_json_body(request)
+    if not isinstance(payload, dict):
+        raise ApiError(400, f"expected a JSON object with keys {sorted(FEEDBACK_KEYS)}")
+    unknown = sorted(set(payload) - FEEDBACK_KEYS)
+    if unknown:
+        raise ApiError(400, f"unknown key {unknown[0]!r}; expected {sorted(FEEDBACK_KEYS)}")
+    prediction_id = payload.get("prediction_id")
+    if not isinstance(prediction_id, str) or not prediction_id:
+        raise ApiError(400, "'prediction_id' must be the id a prediction answered with")
+    if "instruments" not in payload:
+        raise ApiError(400, "'instruments' is required: the instruments truly playing ([] for none)")
+    labels = parse_instruments(payload["instruments"])
+    if not state().store.add_feedback(prediction_id, labels):
+        raise ApiError(404, f"no prediction with id {prediction_id[:80]!r}")
+    return jsonify({"prediction_id": prediction_id, "instruments": labels, "recorded": True})
+
+
+@bp.get("/ab/report")
+def report():
+    """Per arm: count, latency percentiles, agreement with the other arms, precision/recall/F1 on feedback."""
+    current = state()
+    return jsonify(ab_report(current.router, current.store.prediction_rows(), current.store.feedback()))

@@ -1,0 +1,118 @@
+"""`instrument-id bench serve`: the wrk output parser on recorded runs, and the whole bench against both servers."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+
+import pytest
+
+pytest.importorskip("flask")
+pytest.importorskip("gunicorn")
+pytest.importorskip("ai_edge_litert.interpreter")
+
+from instrument_id.cli import main  # noqa: E402
+from instrument_id.errors import InstrumentIdError  # noqa: E402
+from serving.bench_wrk import parse_wrk_output  # noqa: E402
+from serving_fixture import served_folders  # noqa: E402
+
+needs_wrk = pytest.mark.skipif(shutil.which("wrk") is None, reason="wrk is not installed (apt-get install wrk)")
+
+# recorded: wrk -t2 -c3 -d1s --timeout 5s --latency -s post_file.lua URL -- '/v2/predict?model=nope' clip.wav audio/wav
+RECORDED_404 = """\
+Running 1s test @ http://127.0.0.1:52311
+  2 threads and 3 connections
+  Thread Stats   Avg      Stdev     Max   +/- Stdev
+    Latency     3.11ms    6.33ms  63.75ms   94.36%
+    Req/Sec   502.25    318.70     0.95k    55.00%
+  Latency Distribution
+     50%    1.14ms
+     75%    2.02ms
+     90%    7.53ms
+     99%   39.40ms
+  1005 requests in 1.02s, 208.21KB read
+  Non-2xx or 3xx responses: 1005
+Requests/sec:    985.31
+Transfer/sec:    204.13KB
+WRK_JSON {"duration_us": 1019988, "requests": 1005, "bytes": 213212, "sent": 1007, "statuses": {"404": 1005}, \
+"errors": {"connect": 0, "read": 0, "write": 0, "status": 1005, "timeout": 0}, \
+"latency_us": {"p50": 1140, "p90": 7534, "p99": 39400, "max": 63752, "mean": 3112.3}}
+"""
+
+# recorded: the same against /RNA with -t1 -c1
+RECORDED_200 = """\
+Running 1s test @ http://127.0.0.1:52311
+  1 threads and 1 connections
+  Thread Stats   Avg      Stdev     Max   +/- Stdev
+    Latency    37.08ms   32.56ms 142.08ms   87.18%
+    Req/Sec    35.11     17.01    58.00     66.67%
+  Latency Distribution
+     50%   26.62ms
+     75%   36.51ms
+     90%   99.10ms
+     99%  142.08ms
+  33 requests in 1.02s, 16.61KB read
+Requests/sec:     32.20
+Transfer/sec:     16.20KB
+WRK_JSON {"duration_us": 1024977, "requests": 33, "bytes": 17004, "sent": 35, "statuses": {"200": 33}, \
+"errors": {"connect": 0, "read": 0, "write": 0, "status": 0, "timeout": 0}, \
+"latency_us": {"p50": 26616, "p90": 99103, "p99": 142083, "max": 142083, "mean": 37082.8}}
+"""
+
+
+def _wrk_text_figure(text: str, pattern: str) -> float:
+    """A number from wrk's own human-readable report (to hold the Lua figures against)."""
+    return float(re.search(pattern, text).group(1))
+
+
+@pytest.mark.parametrize("text", [RECORDED_404, RECORDED_200], ids=["all-404", "all-200"])
+def test_parser_agrees_with_wrks_own_report(text):
+    result = parse_wrk_output(text)
+    assert result.requests_per_second == pytest.approx(_wrk_text_figure(text, r"Requests/sec:\s+([\d.]+)"), rel=1e-3)
+    assert result.latency_p50_ms == pytest.approx(_wrk_text_figure(text, r"50%\s+([\d.]+)ms"), abs=0.01)
+    assert result.latency_p99_ms == pytest.approx(_wrk_text_figure(text, r"99%\s+([\d.]+)ms"), abs=0.01)
+    assert result.requests == int(_wrk_text_figure(text, r"(\d+) requests in"))
+    non_2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", text)
+    assert result.errors == (int(non_2xx.group(1)) if non_2xx else 0)
+    assert result.ok == result.requests - result.errors
+    connections = int(_wrk_text_figure(text, r"(\d+) connections"))
+    assert 0 <= result.unanswered <= connections  # one request at most in flight per connection
+
+
+def test_parser_refuses_output_without_the_script_line():
+    plain = "\n".join(line for line in RECORDED_200.splitlines() if not line.startswith("WRK_JSON"))
+    with pytest.raises(InstrumentIdError, match="WRK_JSON"):
+        parse_wrk_output(plain)
+    with pytest.raises(InstrumentIdError, match="malformed"):
+        parse_wrk_output(plain + '\nWRK_JSON {"requests": 3}\n')
+
+
+@needs_wrk
+def test_bench_serve_end_to_end(tmp_path_factory, capsys):
+    models_dir = served_folders(tmp_path_factory).mlp.parent
+    capsys.readouterr()  # building the models prints training summaries
+    command = ["bench", "serve", "--model-dir", str(models_dir), "--seconds", "1", "--levels", "1", "2",
+               "--workers", "1", "--json"]
+    assert main(command) == 0
+    figures = json.loads(capsys.readouterr().out)
+    runs = {(run["server"], run["route"], run["clients"]) for run in figures["runs"]}
+    expected = {(server, route, clients) for server, route in
+                [("ours", "/v2/predict?model=ab"), ("ours", "/RNA"), ("baseline", "/RNA")] for clients in (1, 2)}
+    assert runs == expected
+    for run in figures["runs"]:
+        assert run["ok_200"] > 0 and run["errors"] == 0, run
+        assert 0 < run["latency_p50_ms"] <= run["latency_p99_ms"]
+        if run["server"] == "ours":
+            assert run["ab_report_check"]["passed"], run
+    check = figures["ab_report_check"]
+    assert check["passed"] and check["wrk_ok_200"] == sum(r["ok_200"] for r in figures["runs"] if r["server"] == "ours")
+    assert check["wrk_ok_200"] <= check["logged_predictions"] <= check["wrk_ok_200"] + check["unanswered_at_stop"]
+    assert [ratio["route"] for ratio in figures["ratios"]] == ["/v2/predict?model=ab", "/RNA"]
+    assert all(ratio["throughput_vs_baseline"] > 0 for ratio in figures["ratios"])
+
+
+def test_bench_serve_names_a_missing_model_folder(tmp_path, capsys):
+    (tmp_path / "mlp").mkdir()
+    assert main(["bench", "serve", "--model-dir", str(tmp_path), "--seconds", "1"]) == 2
+    assert str(tmp_path / "rf") in capsys.readouterr().err
