@@ -7,6 +7,7 @@ Every feature is a mean over STFT frames of a per-frame value, except the MFCCs,
 
 from __future__ import annotations
 
+import concurrent.futures
 import functools
 
 import numpy as np
@@ -212,12 +213,18 @@ def extractor_for(params: AudioParams) -> FeatureExtractor:
     return FeatureExtractor(params)
 
 
-def compute_features(windows: np.ndarray, params: AudioParams, batch_size: int = 64) -> np.ndarray:
-    """(n, samples) or (samples,) audio at params.sample_rate_hz -> (n, 26) float32, in memory-bounded batches."""
+def compute_features(windows: np.ndarray, params: AudioParams, batch_size: int = 16, workers: int = 1) -> np.ndarray:
+    """(n, samples) or (samples,) audio at params.sample_rate_hz -> (n, 26) float32, in memory-bounded batches.
+
+    workers > 1 runs batches on that many threads: the FFT, the GEMMs and the large ufuncs release the GIL."""
     extractor = extractor_for(params)
     windows = np.asarray(windows, dtype=np.float32)
     if windows.ndim == 1:
         windows = windows[None, :]
-    if len(windows) <= batch_size:
+    batches = [windows[i : i + batch_size] for i in range(0, len(windows), batch_size)]  # each (<= batch_size, samples)
+    if len(batches) <= 1:
         return extractor(windows)
-    return np.concatenate([extractor(windows[i : i + batch_size]) for i in range(0, len(windows), batch_size)])
+    if workers <= 1:
+        return np.concatenate([extractor(batch) for batch in batches])
+    with concurrent.futures.ThreadPoolExecutor(max_workers=workers) as pool:
+        return np.concatenate(list(pool.map(extractor, batches)))
