@@ -3,7 +3,6 @@
 from pathlib import Path
 
 import numpy as np
-import pytest
 
 from instrument_id.cli import main
 from instrument_id.instruments import PROGRAM_TO_INDEX

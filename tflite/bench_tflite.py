@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import time
 from pathlib import Path
 from typing import Any, Callable
 
@@ -22,21 +21,11 @@ import numpy as np
 from instrument_id.audio import frame_windows
 from instrument_id.errors import InstrumentIdError
 from instrument_id.features import compute_features
+from instrument_id.timing import median_ms
 from tflite.convert import VARIANT_FILES
 
 TFLITE_VARIANTS = {"tflite_" + ("float32" if quant == "none" else quant): name for quant, name in VARIANT_FILES.items()}
 RAW_VARIANT = "tflite_raw"
-
-
-def median_ms(fn: Callable[[], Any], repeats: int) -> float:
-    """Median wall time of fn() in ms after one warm-up call."""
-    fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return 1e3 * statistics.median(times)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

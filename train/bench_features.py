@@ -5,13 +5,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
-import time
 
 import numpy as np
 
 from instrument_id.features import compute_features, extractor_for
 from instrument_id.params import AudioParams
+from instrument_id.timing import median_ms
 from train.librosa_reference import librosa_features
 
 
@@ -31,15 +30,6 @@ def music_like_clips(n_clips: int, params: AudioParams, seed: int = 0) -> np.nda
     return clips
 
 
-def _median_ms(fn, repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return 1e3 * statistics.median(times)
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of `bench features`."""
     parser.add_argument("--clips", type=int, default=64, help="clips per batch (default 64)")
@@ -53,13 +43,13 @@ def run(args: argparse.Namespace) -> int:
     clips = music_like_clips(args.clips, params)
     extractor = extractor_for(params)
     extractor(clips[:2])  # warm-up: filter banks, FFT plans
-    batch_ms = _median_ms(lambda: compute_features(clips, params), args.repeats) / len(clips)
+    batch_ms = median_ms(lambda: compute_features(clips, params), args.repeats) / len(clips)
     cores = os.cpu_count() or 1
-    parallel_ms = _median_ms(lambda: compute_features(clips, params, workers=cores), args.repeats) / len(clips)
+    parallel_ms = median_ms(lambda: compute_features(clips, params, workers=cores), args.repeats) / len(clips)
     single = clips[: args.librosa_clips]
-    single_ms = _median_ms(lambda: [extractor(c[None, :]) for c in single], args.repeats) / len(single)
+    single_ms = median_ms(lambda: [extractor(c[None, :]) for c in single], args.repeats) / len(single)
     librosa_features(single[0], params)  # warm-up: librosa's caches
-    librosa_ms = _median_ms(lambda: [librosa_features(c, params) for c in single], max(3, args.repeats // 2)) / len(single)
+    librosa_ms = median_ms(lambda: [librosa_features(c, params) for c in single], max(3, args.repeats // 2)) / len(single)
     worst_rel = max(
         float(np.max(np.abs(extractor(c[None, :])[0] - librosa_features(c, params))
                      / np.maximum(np.abs(librosa_features(c, params)), 1e-6)))

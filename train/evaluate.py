@@ -10,15 +10,14 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import statistics
-import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
 from instrument_id.errors import InstrumentIdError
+from instrument_id.timing import median_ms
 
 # a folder holding any of these is taken for a model folder (and then must load), never for a folder of models
 MODEL_FOLDER_FILES = ("manifest.json", "pipeline.json", "model.keras", "model.skops")
@@ -117,17 +116,6 @@ def scored_metrics(Y: np.ndarray, decisions: np.ndarray, probabilities: np.ndarr
     metrics["top1_accuracy_single_instrument_rows"] = float(top1[single].mean()) if single.any() else None
     metrics["hamming_accuracy_predict_nothing"] = float(1.0 - np.asarray(Y).mean())
     return metrics
-
-
-def median_ms(fn: Callable[[], Any], runs: int) -> float:
-    """Median wall time of fn() over runs calls, in ms, after one untimed warm-up call (caches, graph tracing)."""
-    fn()
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return 1e3 * statistics.median(times)
 
 
 def latency_clip(sample_rate_hz: int, window_samples: int) -> np.ndarray:
