@@ -82,8 +82,6 @@ def model_input_width(kind: str, model: Any) -> int:
 def save_weights(kind: str, model: Any, path: Path) -> None:
     """Write the model in its safe format; a Keras model is saved as a bare inference copy (no loss, no optimizer)."""
     if kind == "keras":
-        quiet_tensorflow()
-
         inference = type(model).from_config(model.get_config())  # the same layers, uncompiled
         inference.set_weights(model.get_weights())
         inference.save(path)
