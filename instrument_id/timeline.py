@@ -238,6 +238,10 @@ class AudioBlocks:
         """Length stated by the file's header."""
         return self.frames / self.rate_hz
 
+    def close(self) -> None:
+        """Close the file without reading it (reading it to the end closes it too)."""
+        self._file.close()
+
     def __iter__(self) -> Iterator[np.ndarray]:
         try:
             for block in self._file.blocks(blocksize=self.block_frames, dtype="float32", always_2d=True):

@@ -34,7 +34,7 @@ def create_app(config: dict[str, Any] | ServingConfig | None = None) -> Flask:
     A model folder that fails verification or loading raises InstrumentIdError here, so a server never starts
     with a model it cannot trust.
     """
-    from serving import openapi, ops, routes_compat, routes_v2
+    from serving import openapi, ops, routes_analyze, routes_compat, routes_v2, web
 
     serving_config = config if isinstance(config, ServingConfig) else parse_config(config)
     models = {}
@@ -54,6 +54,6 @@ def create_app(config: dict[str, Any] | ServingConfig | None = None) -> Flask:
     )
     register_error_handlers(app)
     install_request_hooks(app)
-    for blueprint in (routes_compat.bp, routes_v2.bp, ops.bp, openapi.bp):
+    for blueprint in (routes_compat.bp, routes_v2.bp, routes_analyze.bp, ops.bp, openapi.bp, web.bp):
         app.register_blueprint(blueprint)
     return app

@@ -3,8 +3,10 @@
 A config is a JSON or TOML file (or the same data as a dict passed to create_app):
 
     log_db = "runs/serving/predictions.sqlite"
-    max_upload_bytes = 10485760           # request bodies above this get 413
-    max_analyze_bytes = 67108864          # decoded float32 audio above this gets 413
+    max_upload_bytes = 10485760           # request bodies above this get 413 (all routes but /v2/analyze)
+    max_analyze_bytes = 67108864          # audio decoded in memory (predict, compare) above this, as float32, gets 413
+    max_analyze_upload_bytes = 209715200  # POST /v2/analyze bodies above this get 413 (files stream: memory stays flat)
+    max_analyze_seconds = 14400           # POST /v2/analyze recordings longer than this (header's length) get 413
     [models.mlp]
     path = "model_zoo/models/mlp"         # relative paths resolve against the config file's folder
     runtime = "tflite"                    # "tflite" (edge runtime) or "zoo" (the zoo's Keras/skops loader)
@@ -36,10 +38,12 @@ from instrument_id.errors import InstrumentIdError
 DEFAULT_LOG_DB = Path("runs/serving/predictions.sqlite")
 DEFAULT_MAX_UPLOAD_BYTES = 10 * 1024 * 1024
 DEFAULT_MAX_ANALYZE_BYTES = 64 * 1024 * 1024  # ~3 min of 44.1 kHz stereo as float32
+DEFAULT_MAX_ANALYZE_UPLOAD_BYTES = 200 * 1024 * 1024  # ~20 min of 16-bit 44.1 kHz stereo WAV, hours of MP3
+DEFAULT_MAX_ANALYZE_SECONDS = 4 * 3600.0  # bounds the CPU a tiny file declaring days of silence could ask for
 DEFAULT_TFLITE_FILE = "model_float32.tflite"
 RUNTIMES = ("tflite", "zoo")
 SHIPPED_MODELS_DIR = Path(__file__).resolve().parent.parent / "model_zoo" / "models"
-TOP_KEYS = {"models", "ab", "log_db", "max_upload_bytes", "max_analyze_bytes"}
+TOP_KEYS = {"models", "ab", "log_db", "max_upload_bytes", "max_analyze_bytes", "max_analyze_upload_bytes", "max_analyze_seconds"}
 MODEL_KEYS = {"path", "runtime", "tflite_file"}
 ARM_KEYS = {"model", "weight"}
 
@@ -72,6 +76,8 @@ class ServingConfig:
     log_db: Path
     max_upload_bytes: int
     max_analyze_bytes: int
+    max_analyze_upload_bytes: int
+    max_analyze_seconds: float
 
     def model_names(self) -> list[str]:
         """Configured model names in config order."""
@@ -105,6 +111,12 @@ def _positive_int(where: str, value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
         raise InstrumentIdError(f"{where}: expected a positive integer number of bytes, got {value!r}")
     return value
+
+
+def _positive_seconds(where: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+        raise InstrumentIdError(f"{where}: expected a positive number of seconds, got {value!r}")
+    return float(value)
 
 
 def _model(name: str, data: Any, base_dir: Path, where: str) -> ModelConfig:
@@ -162,6 +174,10 @@ def parse_config(data: dict[str, Any] | None, base_dir: Path | None = None, wher
         log_db=log_path if log_path.is_absolute() else base_dir / log_path,
         max_upload_bytes=_positive_int(f"{where}: max_upload_bytes", data.get("max_upload_bytes", DEFAULT_MAX_UPLOAD_BYTES)),
         max_analyze_bytes=_positive_int(f"{where}: max_analyze_bytes", data.get("max_analyze_bytes", DEFAULT_MAX_ANALYZE_BYTES)),
+        max_analyze_upload_bytes=_positive_int(f"{where}: max_analyze_upload_bytes",
+                                               data.get("max_analyze_upload_bytes", DEFAULT_MAX_ANALYZE_UPLOAD_BYTES)),
+        max_analyze_seconds=_positive_seconds(f"{where}: max_analyze_seconds",
+                                              data.get("max_analyze_seconds", DEFAULT_MAX_ANALYZE_SECONDS)),
     )
 
 

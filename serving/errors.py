@@ -44,7 +44,7 @@ def register_error_handlers(app: Flask) -> None:
 
     @app.errorhandler(RequestEntityTooLarge)
     def _too_large(exc: RequestEntityTooLarge):
-        limit = app.config.get("MAX_CONTENT_LENGTH")
+        limit = request.max_content_length  # the route's own limit (/v2/analyze takes larger bodies) or the app's
         return error_response(413, f"the request body is larger than the {limit:,}-byte limit" if limit else exc.description)
 
     @app.errorhandler(HTTPException)

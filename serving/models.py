@@ -166,6 +166,23 @@ class ServedModel:
         with self._lock:
             return self.edge.predict_rows(rows)
 
+    @property
+    def scores_features(self) -> bool:
+        """True when the model takes the 26 features (the streaming timeline needs that); False for a raw-audio graph."""
+        return self.edge is None or self.edge.kind != "raw_audio"
+
+    def predict_proba_features(self, features: np.ndarray) -> np.ndarray:
+        """(n, 26) features -> (n, 11) probabilities: the Scorer that instrument_id.timeline.analyze_signal calls."""
+        if not self.scores_features:
+            raise InstrumentIdError(f"model {self.name} runs a raw-audio TFLite graph, which takes windows, not features")
+        if not np.isfinite(features).all():  # finite samples of absurd amplitude overflow the power spectrum
+            raise InstrumentIdError("the audio's features overflow (samples far outside -1..1?); send normalized audio")
+        if self.edge is None:
+            with single_blas_thread():
+                return self.zoo.predict_proba_features(features)
+        with self._lock:
+            return self.edge.predict_rows(self.pipeline.transform(features))[0]  # (n, 26) -> (n, k) -> (n, 11)
+
     def predict(self, analysis: ClipAnalysis) -> ModelResult:
         """Score every window of the clip; model_ms counts the model alone (features are the analysis's)."""
         features_before = analysis.features_ms

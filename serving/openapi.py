@@ -8,6 +8,7 @@ from flask import Blueprint, current_app, jsonify
 
 from instrument_id.instruments import INSTRUMENTS, column_names
 from serving.decode import MAX_CHANNELS, MAX_RATE_HZ, MIN_RATE_HZ, PCM_FORMATS
+from serving.routes_analyze import DEFAULT_HOP_SECONDS, MAX_HOP_SECONDS, MIN_HOP_SECONDS
 
 bp = Blueprint("openapi", __name__)
 AUDIO_TYPES = ("audio/wav", "audio/flac", "audio/ogg", "audio/mpeg", "application/octet-stream")
@@ -26,7 +27,7 @@ def _errors(*codes: int) -> dict[str, Any]:
     reasons = {
         400: "bad input (unreadable audio, malformed JSON, wrong fields)", 404: "unknown model, arm or prediction id",
         413: "body or decoded audio over the size limit", 415: "unsupported Content-Type",
-        503: "not ready: models not loaded",
+        501: "plot=1 on a server without matplotlib", 503: "not ready: models not loaded",
     }
     return {str(code): _json(_ref("Error"), reasons[code]) for code in codes}
 
@@ -79,6 +80,30 @@ def _schemas() -> dict[str, Any]:
         }),
         "warnings": {"type": "array", "items": {"type": "string"}}, "latency_ms": latency,
     })
+    nullable_seconds = _number(0, nullable=True)
+    instrument_summary = _object({
+        "present": {"type": "boolean"}, "seconds": _number(0), "first_seconds": nullable_seconds,
+        "last_seconds": nullable_seconds, "windows": {"type": "integer", "minimum": 0},
+        "max_probability": _number(0, 1), "segments": {"type": "array", "items": {"type": "array", "items": _number(0)}},
+    })
+    analyze = _object({
+        "model": {"type": "string"}, "model_version": {"type": "string"}, "runtime": {"type": "string"},
+        "arm": {"type": "string", "nullable": True}, "sample_rate_hz": {"type": "integer"},
+        "channels": {"type": "integer", "minimum": 1}, "hop_seconds_requested": _number(0), "instruments": names,
+        "duration_seconds": _number(0), "hop_seconds": _number(0), "window_seconds": _number(0),
+        "n_windows": {"type": "integer", "minimum": 1}, "padded": {"type": "boolean"},
+        "labels": {"type": "array", "items": {"type": "string", "enum": column_names()}},
+        "summary": {"type": "object", "additionalProperties": instrument_summary},
+        "windows": _object({
+            "start_seconds": {"type": "array", "items": _number(0)}, "end_seconds": {"type": "array", "items": _number(0)},
+            "probabilities": {"type": "array", "items": {"type": "array", "items": _number(0, 1)}},
+            "decisions": {"type": "array", "items": {"type": "array", "items": {"type": "integer", "enum": [0, 1]}}},
+        }),
+        "warnings": {"type": "array", "items": {"type": "string"}}, "latency_ms": latency,
+        "real_time_factor": _number(0),
+        "plot_png_base64": {"type": "string", "format": "byte", "description": "the timeline figure (with plot=1)"},
+    }, required=["model", "model_version", "runtime", "arm", "hop_seconds", "n_windows", "summary", "windows",
+                 "warnings", "latency_ms"])
     pcm = {
         "type": "object", "additionalProperties": False, "required": ["pcm_base64", "sample_rate"],
         "properties": {
@@ -111,6 +136,7 @@ def _schemas() -> dict[str, Any]:
         "Window": window,
         "PredictResponse": predict,
         "CompareResponse": compare,
+        "AnalyzeResponse": analyze,
         "PcmRequest": pcm,
         "FeedbackRequest": feedback_request,
         "FeedbackResponse": _object({"prediction_id": {"type": "string"}, "instruments": {"type": "array", "items": {"type": "string"}},
@@ -140,7 +166,8 @@ def _audio_body(field_name: str = "audio") -> dict[str, Any]:
             "description": "a clip: WAV, FLAC, OGG or MP3 file (multipart or raw body), or base64 PCM in JSON"}
 
 
-def openapi_document(model_names: list[str], arm_names: list[str], max_upload_bytes: int) -> dict[str, Any]:
+def openapi_document(model_names: list[str], arm_names: list[str], max_upload_bytes: int,
+                     max_analyze_upload_bytes: int) -> dict[str, Any]:
     """The OpenAPI 3.0 document for a server with these models and A/B arms."""
     client = {"name": "X-Client-Id", "in": "header", "required": False, "schema": {"type": "string"},
               "description": "sticky A/B assignment: the same id always gets the same arm"}
@@ -150,6 +177,12 @@ def openapi_document(model_names: list[str], arm_names: list[str], max_upload_by
     arm_param = {"name": "arm", "in": "query", "required": False, "schema": {"type": "string", "enum": arm_names},
                  "description": "force an A/B arm (only with model=ab)"}
     audio_errors = (400, 413, 415)
+    hop_param = {"name": "hop", "in": "query", "required": False,
+                 "schema": {"type": "number", "minimum": MIN_HOP_SECONDS, "maximum": MAX_HOP_SECONDS,
+                            "default": DEFAULT_HOP_SECONDS},
+                 "description": "seconds between window starts (rounded to whole STFT frames; the answer says the hop used)"}
+    plot_param = {"name": "plot", "in": "query", "required": False, "schema": {"type": "boolean", "default": False},
+                  "description": "also answer the timeline figure as a base64 PNG"}
     paths = {
         "/RNA": {
             "get": {"summary": "usage of the reference API", "responses": {"200": _json({"type": "object"}, "usage")}},
@@ -166,6 +199,12 @@ def openapi_document(model_names: list[str], arm_names: list[str], max_upload_by
             "summary": "every loaded model on the same clip", "parameters": [client], "requestBody": _audio_body(),
             "responses": {"200": _json(_ref("CompareResponse"), "side-by-side predictions"), **_errors(*audio_errors)},
         }},
+        "/v2/analyze": {"post": {
+            "summary": "the per-window timeline of a recording of any length (not logged as a prediction)",
+            "description": f"Bodies up to {max_analyze_upload_bytes:,} bytes; files are decoded as a stream.",
+            "parameters": [model_param, arm_param, client, hop_param, plot_param], "requestBody": _audio_body(),
+            "responses": {"200": _json(_ref("AnalyzeResponse"), "the timeline"), **_errors(400, 404, 413, 415, 501)},
+        }},
         "/v2/models": {"get": {"summary": "the loaded models", "responses": {"200": _json(_ref("ModelsResponse"), "models")}}},
         "/v2/feedback": {"post": {
             "summary": "the true instruments of a logged prediction",
@@ -175,6 +214,8 @@ def openapi_document(model_names: list[str], arm_names: list[str], max_upload_by
         "/v2/ab/report": {"get": {"summary": "A/B arms: counts, latency, agreement, feedback scores",
                                   "responses": {"200": _json(_ref("ReportResponse"), "the report")}}},
         "/openapi.json": {"get": {"summary": "this document", "responses": {"200": _json({"type": "object"}, "OpenAPI 3")}}},
+        "/": {"get": {"summary": "the web page: upload or record a clip, compare the arms, send feedback", "responses": {
+            "200": {"description": "HTML", "content": {"text/html": {"schema": {"type": "string"}}}}}}},
         "/healthz": {"get": {"summary": "alive", "responses": {"200": _json({"type": "object"}, "alive")}}},
         "/readyz": {"get": {"summary": "models loaded", "responses": {"200": _json({"type": "object"}, "ready"), **_errors(503)}}},
         "/metrics": {"get": {"summary": "Prometheus metrics", "responses": {
@@ -196,4 +237,5 @@ def openapi_document(model_names: list[str], arm_names: list[str], max_upload_by
 def openapi_json():
     """The document for this server's models and arms."""
     current = current_app.extensions["instrument_id"]
-    return jsonify(openapi_document(list(current.models), list(current.router.by_name), current.config.max_upload_bytes))
+    return jsonify(openapi_document(list(current.models), list(current.router.by_name), current.config.max_upload_bytes,
+                                    current.config.max_analyze_upload_bytes))

@@ -39,6 +39,10 @@ class ServingMetrics:
             "instrument_id_http_request_duration_seconds", "Time from request start to response", ["route", "arm", "model"],
             buckets=LATENCY_BUCKETS_SECONDS, registry=self.registry,
         )
+        self.analyzed_audio = Counter(
+            "instrument_id_analyzed_audio_seconds", "Seconds of audio analyzed by /v2/analyze", ["model"],
+            registry=self.registry,
+        )
 
     def observe(self, route: str, method: str, status: int, arm: str, model: str, seconds: float) -> None:
         """Count one answered request."""

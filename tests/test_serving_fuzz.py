@@ -38,8 +38,8 @@ CONTENT_TYPES = [
     "multipart/form-data", "multipart/form-data; boundary=xyz", "text/plain", "application/x-www-form-urlencoded",
     "", "audio/", "image/png",
 ]
-PATHS = ["/v2/predict", "/v2/compare", "/RNA", "/v2/feedback", "/v2/models", "/v2/ab/report", "/healthz", "/readyz",
-         "/metrics", "/openapi.json"]
+PATHS = ["/v2/predict", "/v2/compare", "/v2/analyze", "/RNA", "/v2/feedback", "/v2/models", "/v2/ab/report", "/healthz",
+         "/readyz", "/metrics", "/openapi.json", "/"]
 METHODS = ["GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS"]
 PCM_KEYS = ["pcm_base64", "sample_rate", "channels", "format"]
 
@@ -81,8 +81,8 @@ json_values = st.recursive(
 def bad_requests(draw, real_files):
     """(method, path, headers, body) of a malformed or random request."""
     kind = draw(st.sampled_from(["random bytes", "truncated file", "json fields", "nan pcm", "huge sizes", "random route"]))
-    path = draw(st.sampled_from(["/v2/predict", "/v2/compare", "/RNA"]))
-    query = draw(st.dictionaries(st.sampled_from(["model", "arm", "x", "debug"]), st.text(max_size=12), max_size=2))
+    path = draw(st.sampled_from(["/v2/predict", "/v2/compare", "/v2/analyze", "/RNA"]))
+    query = draw(st.dictionaries(st.sampled_from(["model", "arm", "hop", "plot", "x"]), st.text(max_size=12), max_size=2))
     if query:
         path += "?" + "&".join(f"{quote(k)}={quote(v)}" for k, v in query.items())
     headers = {"Content-Type": draw(st.sampled_from(CONTENT_TYPES))}
@@ -132,6 +132,9 @@ def test_a_thousand_bad_requests_get_json_2xx_or_4xx_and_the_server_survives(fol
             return
         if path.startswith("/metrics") and response.status_code == 200:
             assert response.mimetype == "text/plain"
+            return
+        if path == "/" and method == "GET" and response.status_code == 200:  # the web page
+            assert response.mimetype == "text/html"
             return
         assert response.mimetype == "application/json", (request, response.data[:300])
         answer = json.loads(response.data)
@@ -201,7 +204,7 @@ def test_the_api_conforms_to_its_openapi_document(api_schema):
     pcm = pcm_json(music_clip(2.5, rate_hz=22050), 22050, "s16le")
     by_label = {operation.label: operation for operation in operations}
     for label, query in (("POST /v2/predict", {"model": "rf"}), ("POST /v2/predict", {}), ("POST /v2/compare", None),
-                         ("POST /RNA", None)):
+                         ("POST /RNA", None), ("POST /v2/analyze", {"model": "mlp", "hop": "0.5", "plot": "true"})):
         case = by_label[label].Case(body=pcm, media_type="application/json", query=query)
         assert case.call_and_validate(checks=checks).status_code == 200, label
     assert all(status < 500 for _, status in calls)
