@@ -44,12 +44,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 def limit_blas_threads() -> None:
     """One BLAS thread: our GEMMs are small, and on a busy machine OpenBLAS's spinning threads multiply
-    one clip's latency tenfold. INSTRUMENT_ID_BLAS_THREADS overrides."""
+    one clip's latency tenfold. INSTRUMENT_ID_BLAS_THREADS overrides. The environment covers BLAS libraries loaded
+    later (scipy ships its own OpenBLAS); threadpoolctl covers those already loaded."""
+    threads = os.environ.get("INSTRUMENT_ID_BLAS_THREADS", "1")
+    for variable in ("OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ.setdefault(variable, threads)
     try:
         from threadpoolctl import threadpool_limits
     except ImportError:
         return
-    threadpool_limits(limits=int(os.environ.get("INSTRUMENT_ID_BLAS_THREADS", "1")), user_api="blas")
+    threadpool_limits(limits=int(threads), user_api="blas")
 
 
 def main(argv: list[str] | None = None) -> int:

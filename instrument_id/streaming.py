@@ -89,21 +89,22 @@ class WindowFeatureStream:
         return min(max(fitting, 1), max(complete, 1))
 
     def _emit(self, final: bool) -> list[tuple[float, np.ndarray]]:
-        out = []
         n_windows = self._window_count(final)
-        while self._next_window < n_windows:
-            first = self._next_window * self.hop_frames - self._values_first_frame
-            values = self._values[first : first + self.window_frames]  # (window_frames, 6)
-            log_mel = self._log_mel[first : first + self.window_frames]  # (window_frames, n_mels)
-            mfcc = self.extractor.mfcc_from_log_mel(log_mel[None])[0]  # (20,)
-            start_seconds = self._next_window * self.hop_frames * self.frame_hop / self.params.sample_rate_hz
-            out.append((start_seconds, np.concatenate([values.mean(axis=0), mfcc]).astype(np.float32)))
-            self._next_window += 1
+        if n_windows <= self._next_window:
+            return []
+        indices = np.arange(self._next_window, n_windows)
+        firsts = indices * self.hop_frames - self._values_first_frame  # (m,) first frame of each window
+        values = sliding_window_view(self._values, self.window_frames, axis=0)[firsts]  # (m, 6, window_frames)
+        log_mel = sliding_window_view(self._log_mel, self.window_frames, axis=0)[firsts]  # (m, n_mels, window_frames)
+        mfcc = self.extractor.mfcc_from_log_mel(log_mel.transpose(0, 2, 1))  # (m, 20)
+        features = np.concatenate([values.mean(axis=2), mfcc], axis=1).astype(np.float32)  # (m, 26)
+        starts = indices * self.hop_frames * self.frame_hop / self.params.sample_rate_hz
+        self._next_window = n_windows
         keep_from = self._next_window * self.hop_frames - self._values_first_frame  # frames no later window needs
         if keep_from > 0:
             self._values, self._log_mel = self._values[keep_from:], self._log_mel[keep_from:]
             self._values_first_frame += keep_from
-        return out
+        return list(zip(starts.tolist(), features))
 
 
 def frame_rms_zcr(frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

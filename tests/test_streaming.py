@@ -48,7 +48,8 @@ def test_block_size_does_not_change_the_result():
     y = _recording(9.3, seed=2)
     a = stream_features(y, PARAMS, hop_seconds=0.5, block_samples=1000)[1]
     b = stream_features(y, PARAMS, hop_seconds=0.5, block_samples=1 << 22)[1]
-    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+    # float32 means summed in a different order: 1e-6 of each feature's range
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6 * np.abs(b).max())
 
 
 def test_short_clip_gives_one_padded_window():
