@@ -110,14 +110,19 @@ def _int_field(payload: dict[str, Any], key: str, default: int | None) -> int:
     return value
 
 
+def check_json_object(payload: Any, keys: frozenset[str] | set[str], not_object: str, unknown_key: str) -> None:
+    """400 unless payload is a JSON object whose keys are all among `keys`; the messages name the expected keys."""
+    if not isinstance(payload, dict):
+        raise ApiError(400, f"{not_object} with keys {sorted(keys)}")
+    unknown = sorted(set(payload) - keys)
+    if unknown:
+        raise ApiError(400, f"{unknown_key} {unknown[0]!r}; expected {sorted(keys)}")
+
+
 def decode_pcm_json(payload: Any, request_bytes: int, max_analyze_bytes: int) -> DecodedClip:
     """{"pcm_base64", "sample_rate", "channels" (1), "format" ("s16le" | "f32le", default s16le)} -> DecodedClip."""
     start = time.perf_counter()
-    if not isinstance(payload, dict):
-        raise ApiError(400, f"JSON audio must be an object with keys {sorted(PCM_KEYS)}")
-    unknown = sorted(set(payload) - PCM_KEYS)
-    if unknown:
-        raise ApiError(400, f"unknown JSON key {unknown[0]!r}; expected {sorted(PCM_KEYS)}")
+    check_json_object(payload, PCM_KEYS, "JSON audio must be an object", "unknown JSON key")
     encoded = payload.get("pcm_base64")
     if not isinstance(encoded, str):
         raise ApiError(400, "JSON audio needs 'pcm_base64': the PCM bytes as a base64 string")

@@ -11,7 +11,7 @@ from flask import Blueprint, current_app, g, jsonify, request
 
 from instrument_id.instruments import INSTRUMENTS, NAME_TO_INDEX, column_names
 from serving.ab import ab_report
-from serving.decode import decode_request, read_json_body
+from serving.decode import check_json_object, decode_request, read_json_body
 from serving.errors import ApiError
 from serving.models import ClipAnalysis, ModelResult, ServedModel
 from serving.store import PredictionRecord
@@ -203,11 +203,7 @@ def parse_instruments(value: Any) -> list[str]:
 def feedback():
     """Record the true instruments of a logged prediction."""
     payload = read_json_body(request)
-    if not isinstance(payload, dict):
-        raise ApiError(400, f"expected a JSON object with keys {sorted(FEEDBACK_KEYS)}")
-    unknown = sorted(set(payload) - FEEDBACK_KEYS)
-    if unknown:
-        raise ApiError(400, f"unknown key {unknown[0]!r}; expected {sorted(FEEDBACK_KEYS)}")
+    check_json_object(payload, FEEDBACK_KEYS, "expected a JSON object", "unknown key")
     prediction_id = payload.get("prediction_id")
     if not isinstance(prediction_id, str) or not prediction_id:
         raise ApiError(400, "'prediction_id' must be the id a prediction answered with")
