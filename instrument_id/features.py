@@ -3,19 +3,27 @@
 librosa is the reference (tests/test_features.py holds every value against it); this module never imports it.
 Every feature is a mean over STFT frames of a per-frame value, except the MFCCs, whose log-mel floor
 (max - top_db) is taken over the whole window exactly as librosa.power_to_db does.
+
+Two paths compute the same values: compiled per-frame kernels (instrument_id.kernels, numba) where numba is installed,
+and whole-batch numpy (one FFT, two GEMMs) where it is not, as on the edge install. INSTRUMENT_ID_FEATURES=numpy|numba
+forces one; the default takes the kernels when they import.
 """
 
 from __future__ import annotations
 
 import concurrent.futures
 import functools
+import os
 
 import numpy as np
 import scipy.fft
 from numpy.lib.stride_tricks import sliding_window_view
 
+from instrument_id import kernels
 from instrument_id.errors import InstrumentIdError
 from instrument_id.params import AudioParams
+
+BACKENDS = ("numba", "numpy")
 
 _AMIN_POWER = 1e-10  # librosa.power_to_db amin
 _ZCR_THRESHOLD = 1e-10  # librosa.zero_crossings threshold
@@ -68,6 +76,18 @@ def chroma_filterbank(sample_rate_hz: int, n_fft: int, n_chroma: int, tuning: fl
     return np.ascontiguousarray(wts[:, : 1 + n_fft // 2], dtype=np.float32)
 
 
+def default_backend() -> str:
+    """The feature path: INSTRUMENT_ID_FEATURES if set, else the compiled kernels when numba imports, else numpy."""
+    chosen = os.environ.get("INSTRUMENT_ID_FEATURES", "auto").strip().lower()
+    if chosen in ("", "auto"):
+        return "numba" if kernels.AVAILABLE else "numpy"
+    if chosen not in BACKENDS:
+        raise InstrumentIdError(f"INSTRUMENT_ID_FEATURES must be auto, numba or numpy, got {chosen!r}")
+    if chosen == "numba" and not kernels.AVAILABLE:
+        raise InstrumentIdError("INSTRUMENT_ID_FEATURES=numba but numba is not installed (pip install numba)")
+    return chosen
+
+
 def dct_ortho_matrix(n_in: int, n_out: int) -> np.ndarray:
     """Orthonormal DCT-II basis, shape (n_in, n_out): x @ M equals scipy.fft.dct(x, norm='ortho')[:n_out]."""
     n = np.arange(n_in)[:, None]
@@ -80,8 +100,11 @@ def dct_ortho_matrix(n_in: int, n_out: int) -> np.ndarray:
 class FeatureExtractor:
     """Computes the 26 features for a batch of equal-length windows with banks built once per AudioParams."""
 
-    def __init__(self, params: AudioParams):
+    def __init__(self, params: AudioParams, backend: str | None = None):
         self.params = params
+        self.backend = default_backend() if backend is None else backend
+        if self.backend not in BACKENDS or (self.backend == "numba" and not kernels.AVAILABLE):
+            raise InstrumentIdError(f"feature backend must be one of {BACKENDS} (numba installed), got {self.backend!r}")
         n_bins = 1 + params.n_fft // 2
         self.window = (0.5 - 0.5 * np.cos(2 * np.pi * np.arange(params.n_fft) / params.n_fft)).astype(np.float32)
         self.freqs_hz = np.fft.rfftfreq(params.n_fft, 1.0 / params.sample_rate_hz).astype(np.float32)
@@ -98,6 +121,14 @@ class FeatureExtractor:
         moments = np.stack([np.ones(n_bins), freqs / 1e3, (freqs / 1e3) ** 2], axis=1).astype(np.float32)
         self.magnitude_bank = np.ascontiguousarray(np.concatenate([moments, cumulative], axis=1))
         self.dct = dct_ortho_matrix(params.n_mels, params.n_mfcc)
+        # the kernels' banks: each mel filter as its run of non-zero bins, chroma as (n_chroma, n_bins)
+        nonzero = [np.flatnonzero(row) for row in mel]
+        self.mel_start = np.array([idx[0] if len(idx) else 0 for idx in nonzero], dtype=np.int64)
+        self.mel_stop = np.array([idx[-1] + 1 if len(idx) else 0 for idx in nonzero], dtype=np.int64)
+        self.mel_offset = np.concatenate([[0], np.cumsum(self.mel_stop - self.mel_start)[:-1]]).astype(np.int64)
+        self.mel_weights = np.concatenate([mel[m, a:b] for m, (a, b) in enumerate(zip(self.mel_start, self.mel_stop))])
+        self.chroma_bank = np.ascontiguousarray(chroma)
+        self.freqs_khz = freqs / 1e3
 
     def __call__(self, windows: np.ndarray) -> np.ndarray:
         """(n_windows, n_samples) float audio -> (n_windows, 26) float32 features."""
@@ -108,6 +139,8 @@ class FeatureExtractor:
             raise InstrumentIdError(f"expected windows of shape (n, samples), got {windows.shape}")
         if not np.all(np.isfinite(windows)):
             raise InstrumentIdError("audio contains NaN or infinite samples")
+        if self.backend == "numba":
+            return np.stack([self._window_features(window) for window in windows]).astype(np.float32)
         p = self.params
         half = p.n_fft // 2
         padded = np.pad(windows, ((0, 0), (half, half)))  # (n, samples + n_fft)
@@ -123,6 +156,50 @@ class FeatureExtractor:
             self._zcr(windows, frames.shape[1]),
         ], axis=1)  # (n, 6)
         return np.concatenate([scalars, self.mfcc_from_log_mel(log_mel)], axis=1).astype(np.float32)
+
+    def _window_features(self, window: np.ndarray) -> np.ndarray:
+        """(samples,) -> (26,) through the compiled kernels: frames centred with zero padding (STFT, RMS) and edge
+        padding (ZCR), as librosa's defaults."""
+        n_frames = 1 + len(window) // self.params.stft_hop_samples
+        values, log_mel = self.frame_values(window, self.params.n_fft // 2, n_frames)  # (T, 6), (T, n_mels)
+        features = np.empty(6 + self.params.n_mfcc, dtype=np.float64)
+        kernels.window_summary(values, log_mel, self.params.top_db, self.dct, features)
+        return features
+
+    def frame_values(self, x: np.ndarray, pad_left: int, n_frames: int) -> tuple[np.ndarray, np.ndarray]:
+        """Per-frame values of n_frames frames of x every stft_hop_samples, the first starting at sample -pad_left:
+        (T, 6) float64 [mean normalized chroma, RMS, centroid, bandwidth, rolloff (Hz), ZCR] and (T, n_mels) log-mel
+        in dB. Outside x the STFT and RMS see zeros and the ZCR sees the edge samples, as librosa's centred frames."""
+        p = self.params
+        x = np.ascontiguousarray(x, dtype=np.float32)
+        values = np.empty((n_frames, 6), dtype=np.float64)
+        if self.backend == "numba":
+            frames = np.empty((n_frames, p.n_fft), dtype=np.float32)
+            rms = np.empty(n_frames, dtype=np.float64)
+            kernels.frame_window_rms(x, self.window, p.stft_hop_samples, pad_left, frames, rms)
+            spectrum = scipy.fft.rfft(frames, axis=-1, overwrite_x=True)  # (T, n_bins) complex64
+            spectral = np.empty((n_frames, 4), dtype=np.float64)
+            mel_power = np.empty((n_frames, p.n_mels), dtype=np.float32)
+            kernels.spectral_values(spectrum.view(np.float32), self.freqs_khz, self.mel_start, self.mel_stop,
+                                    self.mel_offset, self.mel_weights, self.chroma_bank, p.rolloff_percent,
+                                    _ROLLOFF_BLOCK, spectral, mel_power)
+            zcr = np.empty(n_frames, dtype=np.float64)
+            kernels.frame_zcr(x, p.stft_hop_samples, pad_left, p.n_fft, _ZCR_THRESHOLD, zcr)
+            values[:, 0], values[:, 1], values[:, 2:4], values[:, 5] = spectral[:, 0], rms, spectral[:, 1:3], zcr
+            values[:, 4] = self.freqs_hz[spectral[:, 3].astype(np.int64)]
+            log_mel = np.log(np.maximum(mel_power, _AMIN_POWER)) * np.float32(10.0 / np.log(10.0))
+            return values, log_mel
+        span = (n_frames - 1) * p.stft_hop_samples + p.n_fft
+        right = max(0, span - pad_left - len(x))
+        zero_padded = np.pad(x, (pad_left, right))[:span]
+        frames = sliding_window_view(zero_padded, p.n_fft)[:: p.stft_hop_samples]  # (T, n_fft)
+        spectral, log_mel = self.spectral_frame_values(frames[None])
+        values[:, [0, 2, 3, 4]] = spectral[0]
+        values[:, 1] = np.sqrt(np.einsum("tf,tf->t", frames, frames).astype(np.float64) / p.n_fft)
+        edge_padded = np.pad(x, (pad_left, right), mode="edge")[:span]
+        negative = sliding_window_view(edge_padded < -_ZCR_THRESHOLD, p.n_fft)[:: p.stft_hop_samples]
+        values[:, 5] = np.count_nonzero(negative[:, 1:] != negative[:, :-1], axis=1) / p.n_fft
+        return values, log_mel[0]
 
     def spectral_frame_values(self, frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(n, T, n_fft) raw frames -> per-frame (n, T, 4) [mean normalized chroma, centroid, bandwidth, rolloff in Hz]
@@ -208,9 +285,13 @@ class FeatureExtractor:
 
 
 @functools.lru_cache(maxsize=8)
-def extractor_for(params: AudioParams) -> FeatureExtractor:
-    """The shared extractor for these settings (filter banks built once)."""
-    return FeatureExtractor(params)
+def _cached_extractor(params: AudioParams, backend: str) -> FeatureExtractor:
+    return FeatureExtractor(params, backend)
+
+
+def extractor_for(params: AudioParams, backend: str | None = None) -> FeatureExtractor:
+    """The shared extractor for these settings and backend (default: default_backend()); filter banks built once."""
+    return _cached_extractor(params, default_backend() if backend is None else backend)
 
 
 def compute_features(windows: np.ndarray, params: AudioParams, batch_size: int = 16, workers: int = 1) -> np.ndarray:

@@ -13,7 +13,7 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
 from instrument_id.errors import InstrumentIdError
-from instrument_id.features import _ZCR_THRESHOLD, extractor_for
+from instrument_id.features import extractor_for
 from instrument_id.params import AudioParams
 
 FRAMES_PER_BATCH = 1024  # STFT frames analysed per call: bounds memory (~16 MB of frames) on any file length
@@ -68,12 +68,9 @@ class WindowFeatureStream:
         for start in range(0, n_ready, FRAMES_PER_BATCH):
             count = min(FRAMES_PER_BATCH, n_ready - start)
             chunk = self._pending[start * self.frame_hop : (start + count - 1) * self.frame_hop + n_fft]
-            frames = sliding_window_view(chunk, n_fft)[:: self.frame_hop]  # (count, n_fft)
-            spectral, log_mel = self.extractor.spectral_frame_values(frames[None])  # (1, count, 4), (1, count, n_mels)
-            rms, zcr = frame_rms_zcr(frames)
-            values = np.column_stack([spectral[0, :, 0], rms, spectral[0, :, 1], spectral[0, :, 2], spectral[0, :, 3], zcr])
+            values, log_mel = self.extractor.frame_values(chunk, 0, count)  # (count, 6), (count, n_mels)
             self._values = np.concatenate([self._values, values])
-            self._log_mel = np.concatenate([self._log_mel, log_mel[0]])
+            self._log_mel = np.concatenate([self._log_mel, log_mel])
         self._pending = self._pending[n_ready * self.frame_hop :]
         self._pending_first_frame += n_ready
 
@@ -105,14 +102,6 @@ class WindowFeatureStream:
             self._values, self._log_mel = self._values[keep_from:], self._log_mel[keep_from:]
             self._values_first_frame += keep_from
         return list(zip(starts.tolist(), features))
-
-
-def frame_rms_zcr(frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(T, n_fft) frames -> per-frame RMS and zero-crossing rate (changes at positions 1..n_fft-1 over n_fft), as librosa."""
-    rms = np.sqrt(np.einsum("tf,tf->t", frames, frames).astype(np.float64) / frames.shape[1])  # float32 SIMD dot
-    negative = frames < -_ZCR_THRESHOLD
-    zcr = np.count_nonzero(negative[:, 1:] != negative[:, :-1], axis=1) / frames.shape[1]
-    return rms, zcr
 
 
 def stream_features(y: np.ndarray, params: AudioParams, hop_seconds: float | None = None,

@@ -1,4 +1,4 @@
-"""The numpy extractor against librosa's own functions, value by value, on varied clips."""
+"""Both feature paths (compiled kernels and numpy) against librosa's own functions, value by value, on varied clips."""
 
 from pathlib import Path
 
@@ -7,7 +7,8 @@ import pytest
 
 from instrument_id.audio import frame_windows, load_mono
 from instrument_id.errors import InstrumentIdError
-from instrument_id.features import compute_features
+from instrument_id import kernels
+from instrument_id.features import compute_features, extractor_for
 from instrument_id.params import FEATURE_NAMES, AudioParams
 from train.bench_features import music_like_clips
 from train.librosa_reference import librosa_features
@@ -15,6 +16,16 @@ from train.librosa_reference import librosa_features
 PARAMS = AudioParams()
 REAL_DEV = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "real-dev" / "medley-solos-db"
 BANDWIDTH = FEATURE_NAMES.index("spectral_bandwidth")
+needs_numba = pytest.mark.skipif(not kernels.AVAILABLE, reason="numba not installed (the edge install)")
+
+
+@pytest.fixture(params=["numba", "numpy"], autouse=True)
+def backend(request, monkeypatch):
+    """Every test here runs on both paths; compute_features picks the path from INSTRUMENT_ID_FEATURES."""
+    if request.param == "numba" and not kernels.AVAILABLE:
+        pytest.skip("numba not installed (the edge install)")
+    monkeypatch.setenv("INSTRUMENT_ID_FEATURES", request.param)
+    return request.param
 
 
 def _clips() -> dict[str, np.ndarray]:
@@ -49,8 +60,9 @@ def assert_matches_librosa(ours: np.ndarray, reference: np.ndarray, clip_name: s
 
 
 @pytest.mark.parametrize("name", list(_clips()))
-def test_each_feature_matches_librosa(name):
+def test_each_feature_matches_librosa(name, backend):
     clip = _clips()[name]
+    assert extractor_for(PARAMS).backend == backend
     ours = compute_features(clip, PARAMS)[0]
     assert ours.shape == (26,) and ours.dtype == np.float32
     assert_matches_librosa(ours, librosa_features(clip, PARAMS), name, pure_tone=name in ("sine_440", "chord_ramp"))
@@ -98,3 +110,31 @@ def test_stft_hop_that_does_not_divide_n_fft_matches_librosa():
     params = AudioParams(stft_hop_samples=500)  # RMS and ZCR then take the prefix-sum path
     clip = music_like_clips(1, params, seed=8)[0]
     assert_matches_librosa(compute_features(clip, params)[0], librosa_features(clip, params), "hop 500")
+
+
+@needs_numba
+@pytest.mark.parametrize("samples", [100, 1000, 2048, 2049, 22050, 30001, 44100])
+def test_compiled_kernels_equal_the_numpy_path(samples):
+    """Any length, including clips shorter than one FFT frame, where padding decides every frame."""
+    rng = np.random.default_rng(samples)
+    clips = np.concatenate([(0.1 * rng.standard_normal((2, samples))).astype(np.float32),
+                            music_like_clips(1, PARAMS, seed=samples)[:, :samples]])
+    compiled, numpy_path = extractor_for(PARAMS, "numba"), extractor_for(PARAMS, "numpy")
+    np.testing.assert_allclose(compiled(clips), numpy_path(clips), rtol=2e-4, atol=1e-4)
+
+
+@needs_numba
+def test_frame_values_without_padding_agree_between_paths():
+    """The streaming analysis asks for frames that lie inside the audio (pad_left=0), values per frame."""
+    x = music_like_clips(1, PARAMS, seed=4)[0]
+    n_frames = 1 + (len(x) - PARAMS.n_fft) // PARAMS.stft_hop_samples
+    compiled = extractor_for(PARAMS, "numba").frame_values(x, 0, n_frames)
+    numpy_path = extractor_for(PARAMS, "numpy").frame_values(x, 0, n_frames)
+    for ours, theirs in zip(compiled, numpy_path):
+        np.testing.assert_allclose(ours, theirs, rtol=2e-4, atol=1e-3)
+
+
+def test_unknown_backend_is_refused(monkeypatch):
+    monkeypatch.setenv("INSTRUMENT_ID_FEATURES", "fortran")
+    with pytest.raises(InstrumentIdError, match="INSTRUMENT_ID_FEATURES"):
+        compute_features(np.zeros(PARAMS.window_samples, np.float32), PARAMS)
