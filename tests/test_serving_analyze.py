@@ -61,7 +61,12 @@ def assert_same_timeline(body: dict, timeline) -> None:
     np.testing.assert_allclose(rows["end_seconds"], timeline.ends, atol=1e-6)
     np.testing.assert_allclose(rows["probabilities"], timeline.probabilities, atol=2e-6)
     np.testing.assert_array_equal(np.array(rows["decisions"], dtype=bool), timeline.decisions)
-    assert body["hop_seconds"] == timeline.hop_seconds and body["summary"] == timeline.summary()
+    assert body["hop_seconds"] == timeline.hop_seconds
+    expected = timeline.summary()
+    assert body["summary"].keys() == expected.keys()
+    for name, row in body["summary"].items():  # the route streams in other block sizes: FFT round-off ~1e-7
+        assert row["max_probability"] == pytest.approx(expected[name]["max_probability"], abs=2e-6), name
+        assert {**row, "max_probability": None} == {**expected[name], "max_probability": None}, name
     assert body["labels"] == column_names()
 
 
