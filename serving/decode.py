@@ -13,6 +13,7 @@ import io
 import json
 import re
 import time
+import wave
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -85,11 +86,35 @@ def _finish(data: np.ndarray, rate_hz: int, request_bytes: int, start: float) ->
     return DecodedClip(mono, rate_hz, data.shape[1], request_bytes, 1e3 * (time.perf_counter() - start))
 
 
+def _read_pcm16_wav(data: bytes, max_analyze_bytes: int) -> tuple[np.ndarray, int] | None:
+    """A plain 16-bit PCM WAV through the standard library's reader: ((frames, channels) float32, rate), scaled by
+    1/32768 as libsndfile does, in a tenth of the time libsndfile takes through a Python file object. None for any
+    other file (float or 24-bit WAV, WAVE_FORMAT_EXTENSIBLE, FLAC, a truncated data chunk ...): soundfile reads those."""
+    if data[:4] != b"RIFF" or data[8:12] != b"WAVE":
+        return None
+    try:
+        with wave.open(io.BytesIO(data)) as reader:
+            if reader.getsampwidth() != 2 or reader.getcomptype() != "NONE":
+                return None
+            frames, channels, rate_hz = reader.getnframes(), reader.getnchannels(), reader.getframerate()
+            _check_size(frames, channels, rate_hz, max_analyze_bytes)
+            raw = reader.readframes(frames)
+    except (wave.Error, EOFError, ValueError):
+        return None
+    if len(raw) != frames * channels * 2:
+        return None
+    samples = np.frombuffer(raw, dtype="<i2").reshape(frames, channels)  # (frames, channels) interleaved
+    return samples.astype(np.float32) * np.float32(1.0 / 32768.0), rate_hz
+
+
 def decode_audio_bytes(data: bytes, max_analyze_bytes: int, what: str = "the uploaded audio") -> DecodedClip:
     """An audio file's bytes -> DecodedClip; unreadable, empty, too long or non-finite audio raises ApiError."""
     start = time.perf_counter()
     if not data:
         raise ApiError(400, f"{what} is empty: send an audio file (WAV, FLAC, OGG or MP3)")
+    pcm16 = _read_pcm16_wav(data, max_analyze_bytes)
+    if pcm16 is not None:
+        return _finish(pcm16[0], pcm16[1], len(data), start)
     try:
         with sf.SoundFile(io.BytesIO(data)) as audio:
             _check_size(audio.frames, audio.channels, audio.samplerate, max_analyze_bytes)
