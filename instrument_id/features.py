@@ -28,6 +28,7 @@ BACKENDS = ("numba", "numpy")
 _AMIN_POWER = 1e-10  # librosa.power_to_db amin
 _ZCR_THRESHOLD = 1e-10  # librosa.zero_crossings threshold
 _ROLLOFF_BLOCK = 32  # bins per block when locating the rolloff bin
+FFT_FRAMES = 32  # frames per FFT call on the compiled path: frames and spectrum (0.5 MB) stay in L2
 
 
 def _hz_to_mel(freq_hz: np.ndarray) -> np.ndarray:
@@ -174,15 +175,20 @@ class FeatureExtractor:
         x = np.ascontiguousarray(x, dtype=np.float32)
         values = np.empty((n_frames, 6), dtype=np.float64)
         if self.backend == "numba":
-            frames = np.empty((n_frames, p.n_fft), dtype=np.float32)
             rms = np.empty(n_frames, dtype=np.float64)
-            kernels.frame_window_rms(x, self.window, p.stft_hop_samples, pad_left, frames, rms)
-            spectrum = scipy.fft.rfft(frames, axis=-1, overwrite_x=True)  # (T, n_bins) complex64
             spectral = np.empty((n_frames, 4), dtype=np.float64)
             mel_power = np.empty((n_frames, p.n_mels), dtype=np.float32)
-            kernels.spectral_values(spectrum.view(np.float32), self.freqs_khz, self.mel_start, self.mel_stop,
-                                    self.mel_offset, self.mel_weights, self.chroma_bank, p.rolloff_percent,
-                                    _ROLLOFF_BLOCK, spectral, mel_power)
+            # FFT_FRAMES frames at a time, so frames and spectrum stay in the core's cache
+            frames = np.empty((min(n_frames, FFT_FRAMES), p.n_fft), dtype=np.float32)
+            for first in range(0, n_frames, FFT_FRAMES):
+                last = min(first + FFT_FRAMES, n_frames)
+                block = frames[: last - first]
+                kernels.frame_window_rms(x, self.window, p.stft_hop_samples, pad_left - first * p.stft_hop_samples,
+                                         block, rms[first:last])
+                spectrum = scipy.fft.rfft(block, axis=-1, overwrite_x=True)  # (frames, n_bins) complex64
+                kernels.spectral_values(spectrum.view(np.float32), self.freqs_khz, self.mel_start, self.mel_stop,
+                                        self.mel_offset, self.mel_weights, self.chroma_bank, p.rolloff_percent,
+                                        _ROLLOFF_BLOCK, spectral[first:last], mel_power[first:last])
             zcr = np.empty(n_frames, dtype=np.float64)
             kernels.frame_zcr(x, p.stft_hop_samples, pad_left, p.n_fft, _ZCR_THRESHOLD, zcr)
             values[:, 0], values[:, 1], values[:, 2:4], values[:, 5] = spectral[:, 0], rms, spectral[:, 1:3], zcr
