@@ -109,3 +109,13 @@ def test_short_recording_gives_one_padded_window_with_its_labels(make_musicnet):
 def test_merge_intervals_joins_overlapping_and_touching():
     starts, ends = merge_intervals(np.array([5.0, 0.0, 1.0, 2.0, 7.0]), np.array([6.0, 1.0, 1.5, 3.0, 7.5]))
     assert starts.tolist() == [0.0, 2.0, 5.0, 7.0] and ends.tolist() == [1.5, 3.0, 6.0, 7.5]
+
+
+@pytest.mark.parametrize("channels", [1, 2, 3, 6])
+def test_to_mono_is_the_channel_mean(channels):
+    from instrument_id.audio import to_mono
+
+    data = np.random.default_rng(channels).standard_normal((4001, channels)).astype(np.float32)
+    mono = to_mono(data)
+    assert mono.shape == (4001,) and mono.dtype == np.float32 and mono.flags["C_CONTIGUOUS"]
+    np.testing.assert_array_equal(mono, data.mean(axis=1, dtype=np.float32))
