@@ -167,6 +167,20 @@ class FeatureExtractor:
         kernels.window_summary(values, log_mel, self.params.top_db, self.dct, features)
         return features
 
+    def window_summaries(self, values: np.ndarray, log_mel: np.ndarray, firsts: np.ndarray,
+                         window_frames: int) -> np.ndarray:
+        """The 26 features of windows over shared per-frame values: window i is frames firsts[i] .. + window_frames
+        of values (F, 6) and log_mel (F, n_mels) from frame_values -> (m, 26) float32."""
+        if self.backend == "numba":
+            out = np.empty((len(firsts), 6 + self.params.n_mfcc), dtype=np.float64)
+            kernels.windows_summary(values, log_mel, np.asarray(firsts, dtype=np.int64), window_frames,
+                                    self.params.top_db, self.dct, out)
+            return out.astype(np.float32)
+        windowed = sliding_window_view(values, window_frames, axis=0)[firsts]  # (m, 6, window_frames)
+        windowed_log_mel = sliding_window_view(log_mel, window_frames, axis=0)[firsts]  # (m, n_mels, window_frames)
+        mfcc = self.mfcc_from_log_mel(windowed_log_mel.transpose(0, 2, 1))  # (m, n_mfcc)
+        return np.concatenate([windowed.mean(axis=2), mfcc], axis=1).astype(np.float32)
+
     def frame_values(self, x: np.ndarray, pad_left: int, n_frames: int) -> tuple[np.ndarray, np.ndarray]:
         """Per-frame values of n_frames frames of x every stft_hop_samples, the first starting at sample -pad_left:
         (T, 6) float64 [mean normalized chroma, RMS, centroid, bandwidth, rolloff (Hz), ZCR] and (T, n_mels) log-mel

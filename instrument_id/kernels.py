@@ -188,3 +188,11 @@ def window_summary(values, log_mel, top_db, dct, out):
         for m in range(n_mels):
             total += mean_log_mel[m] * dct[m, k]
         out[n_values + k] = total / n_frames
+
+
+@_jit
+def windows_summary(values, log_mel, firsts, window_frames, top_db, dct, out):
+    """window_summary for many windows over shared frames: window i spans frames firsts[i] .. + window_frames."""
+    for i in range(firsts.shape[0]):
+        first = firsts[i]
+        window_summary(values[first : first + window_frames], log_mel[first : first + window_frames], top_db, dct, out[i])

@@ -10,7 +10,6 @@ at each window edge.
 from __future__ import annotations
 
 import numpy as np
-from numpy.lib.stride_tricks import sliding_window_view
 
 from instrument_id.errors import InstrumentIdError
 from instrument_id.features import extractor_for
@@ -91,10 +90,7 @@ class WindowFeatureStream:
             return []
         indices = np.arange(self._next_window, n_windows)
         firsts = indices * self.hop_frames - self._values_first_frame  # (m,) first frame of each window
-        values = sliding_window_view(self._values, self.window_frames, axis=0)[firsts]  # (m, 6, window_frames)
-        log_mel = sliding_window_view(self._log_mel, self.window_frames, axis=0)[firsts]  # (m, n_mels, window_frames)
-        mfcc = self.extractor.mfcc_from_log_mel(log_mel.transpose(0, 2, 1))  # (m, 20)
-        features = np.concatenate([values.mean(axis=2), mfcc], axis=1).astype(np.float32)  # (m, 26)
+        features = self.extractor.window_summaries(self._values, self._log_mel, firsts, self.window_frames)  # (m, 26)
         starts = indices * self.hop_frames * self.frame_hop / self.params.sample_rate_hz
         self._next_window = n_windows
         keep_from = self._next_window * self.hop_frames - self._values_first_frame  # frames no later window needs

@@ -138,3 +138,15 @@ def test_unknown_backend_is_refused(monkeypatch):
     monkeypatch.setenv("INSTRUMENT_ID_FEATURES", "fortran")
     with pytest.raises(InstrumentIdError, match="INSTRUMENT_ID_FEATURES"):
         compute_features(np.zeros(PARAMS.window_samples, np.float32), PARAMS)
+
+
+@needs_numba
+def test_window_summaries_agree_between_paths():
+    """The streaming analysis's per-window means over shared frames, on both paths."""
+    x = music_like_clips(3, PARAMS, seed=6).reshape(-1)
+    n_frames = 1 + (len(x) - PARAMS.n_fft) // PARAMS.stft_hop_samples
+    compiled, numpy_path = extractor_for(PARAMS, "numba"), extractor_for(PARAMS, "numpy")
+    values, log_mel = compiled.frame_values(x, 0, n_frames)
+    firsts = np.arange(0, n_frames - PARAMS.n_frames + 1, 21)
+    np.testing.assert_allclose(compiled.window_summaries(values, log_mel, firsts, PARAMS.n_frames),
+                               numpy_path.window_summaries(values, log_mel, firsts, PARAMS.n_frames), rtol=1e-5, atol=1e-4)
