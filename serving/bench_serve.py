@@ -189,7 +189,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of `bench serve`."""
     parser.add_argument("--model-dir", type=Path, default=Path("model_zoo/models"),
                         help="folder holding the mlp/ and rf/ model folders (default model_zoo/models)")
-    parser.add_argument("--workers", type=int, default=2, help="gunicorn workers of our server (default 2)")
+    parser.add_argument("--workers", type=int, default=None, help="gunicorn workers of our server (default: serve's)")
+    parser.add_argument("--worker-class", choices=("sync", "gthread"), default=None, help="default: serve's")
+    parser.add_argument("--threads", type=int, default=None, help="threads per gthread worker (default: serve's)")
+    parser.add_argument("--keepalive", type=float, default=None, help="gthread keep-alive seconds (default: serve's)")
     parser.add_argument("--seconds", type=int, default=10, help="seconds of load per level (default 10)")
     parser.add_argument("--levels", type=int, nargs="+", default=[1, 8, 32], help="concurrent connections (default 1 8 32)")
     parser.add_argument("--clip", type=Path, help="WAV file to POST (default: a generated 2 s clip of harmonic tones)")
@@ -200,8 +203,8 @@ def _check_args(args: argparse.Namespace) -> None:
     for name in ("mlp", "rf"):
         if not (args.model_dir / name).is_dir():
             raise InstrumentIdError(f"{args.model_dir / name}: no model folder (--model-dir must hold mlp/ and rf/)")
-    if args.seconds < 1 or args.workers < 1 or min(args.levels) < 1:
-        raise InstrumentIdError("--seconds, --workers and every --levels value must be at least 1")
+    if args.seconds < 1 or min(args.levels) < 1 or any(v is not None and v < 1 for v in (args.workers, args.threads)):
+        raise InstrumentIdError("--seconds, --workers, --threads and every --levels value must be at least 1")
     if args.clip is not None and not args.clip.is_file():
         raise InstrumentIdError(f"{args.clip}: no such clip")
 
@@ -224,8 +227,11 @@ def measure(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     (work / "serve.json").write_text(json.dumps(config))
     load_before = os.getloadavg()[0]
     port = free_port()
+    server_args = [item for flag, value in (("--workers", args.workers), ("--worker-class", args.worker_class),
+                                            ("--threads", args.threads), ("--keepalive", args.keepalive))
+                   if value is not None for item in (flag, str(value))]
     ours = [sys.executable, "-m", "instrument_id.cli", "serve", "--host", "127.0.0.1", "--port", str(port),
-            "--workers", str(args.workers), "--config", str(work / "serve.json")]
+            "--config", str(work / "serve.json"), *server_args]
     with running_server("our", ours, port, work / "serve.log") as base_url:
         runs = load_runs("ours", base_url, OUR_ROUTES, clip, lua, args, check_log=True)
         total_logged = logged_predictions(base_url)
@@ -236,7 +242,7 @@ def measure(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     checks = [run["ab_report_check"] for run in runs if "ab_report_check" in run]
     return {
         "clip_seconds": round(sf.info(clip).duration, 3), "clip_bytes": clip.stat().st_size, "seconds_per_level": args.seconds,
-        "workers": args.workers, "levels_clients": sorted(args.levels), "cpu_count": os.cpu_count(),
+        "server_args": " ".join(server_args) or "(serve's defaults)", "levels_clients": sorted(args.levels), "cpu_count": os.cpu_count(),
         "load_average_1min_before": round(load_before, 2), "load_average_1min_after": round(os.getloadavg()[0], 2), "runs": runs,
         "ratios": ratios(runs, args.levels), "targets": TARGETS,
         "ab_report_check": {
@@ -252,7 +258,7 @@ def measure(args: argparse.Namespace, work: Path) -> dict[str, Any]:
 def print_report(figures: dict[str, Any]) -> None:
     """The table of runs, the ratios against the targets, and the A/B log check."""
     print(f"{figures['clip_seconds']:.0f} s WAV clip ({figures['clip_bytes']} bytes), {figures['seconds_per_level']} s per level; "
-          f"ours: instrument-id serve, {figures['workers']} gunicorn workers; baseline: Flask dev server + librosa + Keras; "
+          f"ours: instrument-id serve, {figures['server_args']}; baseline: Flask dev server + librosa + Keras; "
           f"{figures['cpu_count']} CPUs, load average {figures['load_average_1min_before']} before, {figures['load_average_1min_after']} after")
     print(f"{'server':9s} {'route':22s} {'clients':>7s} {'requests/s':>10s} {'p50 ms':>8s} {'p99 ms':>8s} {'errors':>6s}  A/B log")
     for run in figures["runs"]:

@@ -96,6 +96,7 @@ def test_bench_serve_end_to_end(tmp_path_factory, capsys):
                "--workers", "1", "--json"]
     assert main(command) == 0
     figures = json.loads(capsys.readouterr().out)
+    assert figures["server_args"] == "--workers 1"
     runs = {(run["server"], run["route"], run["clients"]) for run in figures["runs"]}
     expected = {(server, route, clients) for server, route in
                 [("ours", "/v2/predict?model=ab"), ("ours", "/RNA"), ("baseline", "/RNA")] for clients in (1, 2)}
