@@ -333,4 +333,5 @@ def test_bench_analyze_times_the_three_ways_on_a_synthesized_recording(model_dir
     assert figures["naive"]["n_windows"] == figures["n_windows"] and figures["librosa"]["extrapolated"]
     assert figures["decision_agreement_with_naive"] > 0.9  # only edge frames differ between the two feature paths
     assert figures["streaming"]["real_time_factor"] > 1 and figures["speedup_vs_naive"] > 0
+    assert figures["naive_numpy_path"]["n_windows"] == figures["n_windows"] and figures["speedup_vs_naive_numpy_path"] > 0
     assert 0.0 <= figures["window_macro_f1"] <= 1.0 and figures["model"]["version"] == load_model(model_dir).version
