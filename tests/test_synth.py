@@ -8,16 +8,21 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pretty_midi
 import pytest
 import soundfile as sf
 
+from instrument_id.audio import frame_windows
 from instrument_id.cli import main
 from instrument_id.instruments import INSTRUMENTS, PROGRAM_TO_INDEX
-from train.musicnet import list_recordings, read_labels, read_metadata
-from train.synth import METADATA_COLUMNS, plan_corpus
-from train.synth_perform import LABEL_HEADER, perform
-from train.synth_render import default_soundfont
-from train.synth_score import ENSEMBLE_BY_NAME, NOTE_VALUE_NAMES, SPECS, compose
+from instrument_id.params import AudioParams
+from train.musicnet import list_recordings, read_labels, read_metadata, read_recording
+from train.synth import METADATA_COLUMNS, PiecePlan, plan_corpus, synthesize_piece
+from train.synth_ensembles import DISTRACTOR_ENSEMBLES, ENSEMBLE_BY_NAME, ENSEMBLES, MUSICNET_ENSEMBLES, SPECS
+from train.synth_perform import LABEL_HEADER, Performance, perform
+from train.synth_render import default_soundfont, synthesize
+from train.synth_score import ACTIVE_PROBABILITY, NOTE_VALUE_NAMES, SPARSE_PREFIX, compose
+from train.windows import n_windows_for, window_labels, window_start_seconds
 
 pytest.importorskip("fluidsynth", reason="needs pyfluidsynth and libfluidsynth3")
 
@@ -79,7 +84,10 @@ def test_label_csvs(corpus: Path) -> None:
 
 
 def test_labels_mark_where_the_sound_is(corpus: Path) -> None:
+    metadata = read_metadata(corpus)
     for rec in list_recordings(corpus):
+        if ENSEMBLE_BY_NAME[metadata[rec.id]["ensemble"]].distractor:
+            continue  # its unlabelled parts may sound before the first label row: the distractor tests cover it
         y, _ = sf.read(rec.wav_path)
         labels = read_labels(rec.labels_path)
         sounding = np.zeros(len(y), dtype=bool)
@@ -166,3 +174,95 @@ def test_refuses_to_replace_a_folder_that_is_not_a_corpus(tmp_path: Path, capsys
     assert synth(out) == 2
     assert "refusing to replace" in capsys.readouterr().err
     assert (out / "thesis.txt").read_text() == "keep me"
+
+
+DISTRACTOR_PLAN = PiecePlan(1000, "train", "Trumpet and Piano", 20.0, str(default_soundfont()), seed=0)
+# the brief's minimum set of other instruments, GM programs 1-based as MusicNet writes them
+REQUIRED_OTHER_PROGRAMS = {57, 58, 59, 66, 67, 25, 26, 28, 30, 31, 34, 47, 53, 54, 20, 22, 12, 13}
+
+
+@pytest.fixture(scope="module")
+def distractor_piece(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Performance]:
+    """One trumpet-and-piano recording written by the corpus code path, and its performance (same seed)."""
+    root = tmp_path_factory.mktemp("distractor")
+    for folder in ("train_data", "train_labels", "test_data", "test_labels"):
+        (root / folder).mkdir()
+    row = synthesize_piece(DISTRACTOR_PLAN, str(root))
+    assert row["ensemble"] == "Trumpet and Piano"
+    rng = np.random.default_rng(DISTRACTOR_PLAN.seed)
+    score = compose(rng, ENSEMBLE_BY_NAME[DISTRACTOR_PLAN.ensemble], DISTRACTOR_PLAN.duration_seconds)
+    return root, perform(rng, score)
+
+
+def test_distractor_piece_labels_only_the_11_and_reads_back(tmp_path: Path,
+                                                           distractor_piece: tuple[Path, Performance]) -> None:
+    root, performance = distractor_piece
+    for folder in ("train_data", "train_labels"):
+        (tmp_path / folder).mkdir()
+    synthesize_piece(DISTRACTOR_PLAN, str(tmp_path))  # same plan, same bytes
+    assert corpus_bytes(tmp_path, "train_*/*") == corpus_bytes(root, "train_*/*")
+    (rec,) = list_recordings(root)
+    _y, labels = read_recording(rec, AudioParams())  # the strict reader accepts it
+    heard = {inst.program + 1: len(inst.notes) for inst in performance.midi.instruments}
+    assert set(heard) == {SPECS["trumpet"].program, SPECS["piano"].program} and all(heard.values())
+    assert set(labels.program.tolist()) == {SPECS["piano"].program}
+    assert len(labels) == heard[SPECS["piano"].program]  # every piano note labelled, no trumpet note
+
+
+def test_distractor_piece_sounds_where_nothing_is_labelled(distractor_piece: tuple[Path, Performance]) -> None:
+    root, performance = distractor_piece
+    params = AudioParams()
+    (rec,) = list_recordings(root)
+    y, labels = read_recording(rec, params)
+    n_windows = n_windows_for(len(y), params)
+    labelled = window_labels(labels, n_windows, params).any(axis=1)  # (n_windows,)
+    windows = frame_windows(y, params)  # (n_windows, window_samples)
+    assert len(windows) == n_windows
+    rms = np.sqrt(np.mean(windows.astype(np.float64) ** 2, axis=1))  # (n_windows,)
+    start = window_start_seconds(n_windows, params)
+    end = start + params.window_seconds
+    label_start, label_end = labels.start_sample / 44100, labels.end_sample / 44100
+    # no label row in the window nor in the second before it, so the piano's release and reverb have died away
+    clear = np.array([not np.any((label_start < e) & (label_end > s - 1.0)) for s, e in zip(start, end)])
+    trumpet = next(inst for inst in performance.midi.instruments if inst.program + 1 == SPECS["trumpet"].program)
+    trumpet_sounds = np.array([any(n.start < e and n.end > s for n in trumpet.notes) for s, e in zip(start, end)])
+    loud = clear & trumpet_sounds & (rms > max(0.01, 0.3 * float(np.median(rms[labelled]))))
+    assert not labelled[clear].any()
+    assert loud.sum() >= 2  # real negatives: all-zero label rows over audible trumpet
+
+
+def test_distractor_ensembles_are_a_minority_with_sparse_labelled_parts() -> None:
+    total = sum(e.weight for e in ENSEMBLES)
+    assert 0.10 <= sum(e.weight for e in ENSEMBLES if e.distractor) / total <= 0.25
+    assert [e for e in ENSEMBLES if e.distractor] == list(DISTRACTOR_ENSEMBLES)
+    assert not any(e.distractor for e in MUSICNET_ENSEMBLES)
+    sections_without_labels = 0
+    for seed, ensemble in enumerate(DISTRACTOR_ENSEMBLES):
+        labelled_roles = [role for name, role in ensemble.parts if SPECS[name].labelled]
+        assert labelled_roles and all(r.startswith(SPARSE_PREFIX) and ACTIVE_PROBABILITY[r] <= 0.35
+                                      for r in labelled_roles)
+        rng = np.random.default_rng(seed)
+        score = compose(rng, ensemble, 20.0)
+        performance = perform(rng, score)
+        labelled_parts = {p for p, (name, _role) in enumerate(ensemble.parts) if SPECS[name].labelled}
+        assert {r.instrument for r in performance.labels} == {SPECS[n].program for n in ensemble.labelled_instruments}
+        assert all(inst.notes for inst in performance.midi.instruments)  # every part, labelled or not, plays
+        sections_with_labels = {n.section for n in score.notes if n.part in labelled_parts}
+        sections_without_labels += len(score.sections) - len(sections_with_labels)
+    assert sections_without_labels >= len(DISTRACTOR_ENSEMBLES)
+
+
+def test_other_instruments_are_outside_the_11_and_render_with_timgm6mb() -> None:
+    assert {name: s.program for name, s in SPECS.items() if s.labelled} == {i.name: i.program for i in INSTRUMENTS}
+    others = {name: spec for name, spec in SPECS.items() if not spec.labelled}
+    assert REQUIRED_OTHER_PROGRAMS <= {spec.program for spec in others.values()}
+    assert set(others) == {name for e in ENSEMBLES for name in e.instruments} - {i.name for i in INSTRUMENTS}
+    for name, spec in others.items():
+        assert spec.program not in PROGRAM_TO_INDEX and 0 <= spec.low_pitch < spec.high_pitch <= 127
+        midi = pretty_midi.PrettyMIDI()
+        inst = pretty_midi.Instrument(program=spec.program - 1, name=name)
+        pitches = np.linspace(spec.low_pitch, spec.high_pitch, 5)[1:4].round().astype(int)  # across the range
+        inst.notes = [pretty_midi.Note(90, int(p), 0.05 + 0.3 * k, 0.3 + 0.3 * k) for k, p in enumerate(pitches)]
+        midi.instruments.append(inst)
+        y = synthesize(midi, default_soundfont(), 44100, np.random.default_rng(0))  # raises on a missing preset
+        assert np.sqrt(np.mean(y**2)) > 1e-3, name

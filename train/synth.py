@@ -18,10 +18,11 @@ from tqdm import tqdm
 from instrument_id.atomic import atomic_dir, write_text_atomic
 from instrument_id.errors import InstrumentIdError
 from instrument_id.instruments import INSTRUMENTS
+from train.synth_ensembles import ENSEMBLE_BY_NAME, ENSEMBLES
 from train.synth_perform import SAMPLE_RATE_HZ, labels_csv_text, perform
 from train.synth_render import apply_room, check_soundfont, default_soundfont, load_fluidsynth, normalize_peak, \
     synthesize, write_wav
-from train.synth_score import ENSEMBLE_BY_NAME, ENSEMBLES, compose
+from train.synth_score import compose
 
 METADATA_COLUMNS = ("id", "composer", "composition", "movement", "ensemble", "source", "transcriber", "catalog_name",
                     "seconds")
@@ -48,20 +49,20 @@ class PiecePlan:
 
 def _coverage_swaps(rng: np.random.Generator, ensembles: list[str]) -> list[str]:
     """Swap pieces to ensembles holding instruments in fewer than MIN_PIECES_PER_INSTRUMENT pieces, never taking
-    a piece whose instruments would drop below that."""
+    a piece whose instruments would drop below that (labelled instruments: the others need no coverage)."""
     ensembles = list(ensembles)
 
     def counts() -> dict[str, int]:
         found: dict[str, int] = {}
         for e in ensembles:
-            for inst in set(ENSEMBLE_BY_NAME[e].instruments):
+            for inst in ENSEMBLE_BY_NAME[e].labelled_instruments:
                 found[inst] = found.get(inst, 0) + 1
         return found
 
     for name, _program in INSTRUMENTS:
         while (have := counts()).get(name, 0) < MIN_PIECES_PER_INSTRUMENT:
             spare = [i for i, e in enumerate(ensembles)
-                     if all(have[x] > MIN_PIECES_PER_INSTRUMENT for x in ENSEMBLE_BY_NAME[e].instruments)]
+                     if all(have[x] > MIN_PIECES_PER_INSTRUMENT for x in ENSEMBLE_BY_NAME[e].labelled_instruments)]
             if not spare:
                 break
             holders = [e for e in ENSEMBLES if name in e.instruments]
@@ -71,10 +72,10 @@ def _coverage_swaps(rng: np.random.Generator, ensembles: list[str]) -> list[str]
 
 
 def _test_indices(rng: np.random.Generator, ensembles: list[str]) -> set[int]:
-    """About TEST_FRACTION of the pieces (at least one) for test, chosen to show many instruments while train
-    keeps every instrument it has."""
+    """About TEST_FRACTION of the pieces (at least one) for test, chosen to show many labelled instruments while
+    train keeps every labelled instrument it has."""
     n_test = max(1, int(round(TEST_FRACTION * len(ensembles))))
-    instruments = [ENSEMBLE_BY_NAME[e].instruments for e in ensembles]
+    instruments = [ENSEMBLE_BY_NAME[e].labelled_instruments for e in ensembles]
     train_counts: dict[str, int] = {}
     for names in instruments:
         for x in names:

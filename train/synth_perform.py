@@ -7,7 +7,8 @@ from typing import Callable, NamedTuple
 import numpy as np
 import pretty_midi
 
-from train.synth_score import SPECS, Score, ScoreNote
+from train.synth_ensembles import SPECS
+from train.synth_score import Score, ScoreNote
 
 SAMPLE_RATE_HZ = 44100  # MusicNet's rate; label times are samples at it
 LABEL_HEADER = "start_time,end_time,instrument,note,start_beat,end_beat,note_value"
@@ -120,7 +121,7 @@ def perform(rng: np.random.Generator, score: Score) -> Performance:
         lag_seconds = rng.normal(0.0, 0.008)
         velocity_offset = rng.integers(-6, 7)
         articulation = rng.choice(ARTICULATIONS, size=n_sections, p=(0.2, 0.5, 0.3))
-        if spec.keyboard:
+        if spec.keyboard or spec.plucked:
             articulation = np.maximum(articulation, 0.85)
         sources: dict[int, ScoreNote] = {}  # id(performed note) -> its written note
         for written_note in (n for n in score.notes if n.part == p):
@@ -136,11 +137,13 @@ def perform(rng: np.random.Generator, score: Score) -> Performance:
                                  pretty_midi.ControlChange(91, int(np.clip(reverb_send + rng.normal(0, 5), 0, 127)), 0.0),
                                  pretty_midi.ControlChange(93, int(np.clip(chorus_send + rng.normal(0, 5), 0, 127)), 0.0),
                                  pretty_midi.ControlChange(11, 100, 0.0)]
-        if not spec.keyboard:
+        if not (spec.keyboard or spec.plucked):  # a struck or plucked tone decays: no swell within a note
             _expression(rng, inst)
         if spec.vibrato_cents[1] > 0:
             _vibrato(rng, inst, spec.vibrato_cents)
-        for note in inst.notes:
+        # MusicNet labels only its 11 instruments: another instrument is heard in the audio but gets no label
+        # rows, so windows where only it sounds are negatives (and the strict reader never meets its program)
+        for note in inst.notes if spec.labelled else ():
             source = sources[id(note)]
             labels.append(LabelRow(to_sample(note.start), to_sample(note.end), spec.program, note.pitch,
                                    source.start_beat, source.duration_beats, source.note_value))

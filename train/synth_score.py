@@ -1,4 +1,4 @@
-"""Synthetic scores: MusicNet-like ensembles, keys, chord progressions and melodic lines, in beats."""
+"""Synthetic scores for an ensemble: sections, keys, chord progressions and melodic lines, in beats."""
 
 from __future__ import annotations
 
@@ -6,83 +6,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-
-@dataclass(frozen=True)
-class InstrumentSpec:
-    """How one instrument is written: its GM program (1-based), usual range and performance traits."""
-
-    program: int
-    low_pitch: int
-    high_pitch: int
-    keyboard: bool = False
-    vibrato_cents: tuple[float, float] = (0.0, 0.0)  # (min, max) depth; 0 means no vibrato
-
-
-SPECS: dict[str, InstrumentSpec] = {
-    "piano": InstrumentSpec(1, 24, 103, keyboard=True),
-    "harpsichord": InstrumentSpec(7, 29, 89, keyboard=True),
-    "violin": InstrumentSpec(41, 55, 96, vibrato_cents=(15, 35)),
-    "viola": InstrumentSpec(42, 48, 84, vibrato_cents=(15, 35)),
-    "cello": InstrumentSpec(43, 36, 76, vibrato_cents=(15, 35)),
-    "contrabass": InstrumentSpec(44, 28, 60, vibrato_cents=(10, 25)),
-    "horn": InstrumentSpec(61, 41, 77, vibrato_cents=(0, 8)),
-    "oboe": InstrumentSpec(69, 58, 89, vibrato_cents=(10, 25)),
-    "bassoon": InstrumentSpec(71, 34, 72, vibrato_cents=(8, 20)),
-    "clarinet": InstrumentSpec(72, 50, 89, vibrato_cents=(0, 6)),
-    "flute": InstrumentSpec(74, 60, 96, vibrato_cents=(12, 28)),
-}
-
-
-@dataclass(frozen=True)
-class Ensemble:
-    """A MusicNet ensemble: its name, how often it is drawn, its parts as (instrument, role) and the work's form."""
-
-    name: str
-    weight: float
-    parts: tuple[tuple[str, str], ...]
-    form: str
-
-    @property
-    def instruments(self) -> frozenset[str]:
-        """The distinct instruments of the ensemble."""
-        return frozenset(name for name, _role in self.parts)
-
-
-_STRING_QUARTET = (("violin", "melody"), ("violin", "counter"), ("viola", "inner"), ("cello", "bass"))
-# Weights follow MusicNet's imbalance (solo piano far ahead, then string quartet, accompanied violin, piano trio),
-# softened so that a ten-minute corpus still holds the rarer ensembles.
-ENSEMBLES: tuple[Ensemble, ...] = (
-    Ensemble("Solo Piano", 30, (("piano", "keys"),), "Sonata"),
-    Ensemble("String Quartet", 14, _STRING_QUARTET, "String Quartet"),
-    Ensemble("Accompanied Violin", 7, (("violin", "melody"), ("piano", "accomp")), "Violin Sonata"),
-    Ensemble("Piano Trio", 7, (("violin", "melody"), ("cello", "counter"), ("piano", "accomp")), "Piano Trio"),
-    Ensemble("Accompanied Cello", 4, (("cello", "melody"), ("piano", "accomp")), "Cello Sonata"),
-    Ensemble("Solo Cello", 4, (("cello", "solo"),), "Suite"),
-    Ensemble("Solo Violin", 3, (("violin", "solo"),), "Partita"),
-    Ensemble("Wind Quintet", 4, (("flute", "melody"), ("oboe", "counter"), ("clarinet", "inner"),
-                                 ("horn", "inner"), ("bassoon", "bass")), "Wind Quintet"),
-    Ensemble("Piano Quartet", 3, (("violin", "melody"), ("viola", "inner"), ("cello", "counter"),
-                                  ("piano", "accomp")), "Piano Quartet"),
-    Ensemble("Piano Quintet", 3, (("piano", "accomp"), ("violin", "melody"), ("viola", "inner"),
-                                  ("cello", "counter"), ("contrabass", "bass")), "Piano Quintet"),
-    Ensemble("Clarinet Quintet", 3, (("clarinet", "melody"), *_STRING_QUARTET[1:2], ("violin", "inner"),
-                                     ("viola", "inner"), ("cello", "bass")), "Clarinet Quintet"),
-    Ensemble("Horn Trio", 3, (("horn", "melody"), ("violin", "counter"), ("piano", "accomp")), "Horn Trio"),
-    Ensemble("Violin and Harpsichord", 3, (("violin", "melody"), ("harpsichord", "accomp")), "Sonata"),
-    Ensemble("Flute and Harpsichord", 1, (("flute", "melody"), ("harpsichord", "accomp")), "Sonata"),
-    Ensemble("Solo Flute", 2, (("flute", "solo"),), "Partita"),
-    Ensemble("Pairs Clarinet-Horn-Bassoon", 2, (("clarinet", "melody"), ("horn", "inner"), ("bassoon", "bass")),
-             "Divertimento"),
-    Ensemble("Clarinet-Cello-Piano Trio", 2, (("clarinet", "melody"), ("cello", "counter"), ("piano", "accomp")),
-             "Trio"),
-    Ensemble("Wind and Strings Octet", 2, (("clarinet", "melody"), ("horn", "inner"), ("bassoon", "counter"),
-                                           ("violin", "melody"), ("violin", "inner"), ("viola", "inner"),
-                                           ("cello", "counter"), ("contrabass", "bass")), "Octet"),
-    Ensemble("Viola Quintet", 1, (*_STRING_QUARTET[:3], ("viola", "inner"), ("cello", "bass")), "String Quintet"),
-    Ensemble("String Sextet", 1, (*_STRING_QUARTET[:3], ("viola", "inner"), ("cello", "counter"), ("cello", "bass")),
-             "String Sextet"),
-)
-ENSEMBLE_BY_NAME: dict[str, Ensemble] = {e.name: e for e in ENSEMBLES}
+from train.synth_ensembles import SPECS, Ensemble, InstrumentSpec
 
 NOTE_VALUE_NAMES: dict[float, str] = {
     4.0: "Whole", 3.0: "Dotted Half", 2.0: "Half", 1.5: "Dotted Quarter", 1.0: "Quarter", 0.75: "Dotted Eighth",
@@ -103,6 +27,10 @@ PROGRESSION: dict[int, tuple[int, ...]] = {0: (3, 4, 5, 1, 3, 4), 1: (4, 4, 6), 
                                            5: (1, 3, 2), 6: (0,)}
 ACTIVE_PROBABILITY = {"melody": 0.85, "solo": 1.0, "keys": 1.0, "accomp": 0.85, "counter": 0.65, "inner": 0.7,
                       "bass": 0.75}
+# A "sparse <role>" part is written like <role> but plays in few sections: the labelled part of a distractor
+# ensemble, so that most sections hold only unlabelled instruments (_plan_activity still gives it one section).
+SPARSE_PREFIX = "sparse "
+ACTIVE_PROBABILITY |= {SPARSE_PREFIX + role: 0.3 for role in ("melody", "accomp", "counter", "inner", "bass")}
 DYNAMIC_VELOCITIES = (38, 52, 66, 80, 96, 110)  # pp p mp mf f ff
 
 
@@ -151,6 +79,11 @@ def _chord_pitch_classes(tonic: int, minor: bool, degree: int) -> tuple[int, ...
     if minor and degree == 4:
         pcs[1] = (tonic + 11) % 12
     return tuple(pcs)
+
+
+def written_role(role: str) -> str:
+    """The role a part's notes are written in: a sparse part writes like its plain role."""
+    return role.removeprefix(SPARSE_PREFIX)
 
 
 def _register(spec: InstrumentSpec, role: str) -> tuple[int, int]:
@@ -312,8 +245,8 @@ def compose(rng: np.random.Generator, ensemble: Ensemble, duration_seconds: floa
     roles = [role for _name, role in ensemble.parts]
     active = _plan_activity(rng, roles, len(score.sections))
     levels = rng.integers(0, len(DYNAMIC_VELOCITIES), size=len(score.sections) + 1)
-    for p, (name, role) in enumerate(ensemble.parts):
-        spec = SPECS[name]
+    for p, (name, part_role) in enumerate(ensemble.parts):
+        spec, role = SPECS[name], written_role(part_role)
         melodic_role = "melody" if role == "keys" else role
         low, high = (60, min(spec.high_pitch, 96)) if spec.keyboard else _register(spec, melodic_role)
         line = _Line(rng, _scale_pitches(score.tonic, score.minor, low, high), 0.35 if role == "solo" else 0.15)
