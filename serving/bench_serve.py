@@ -192,7 +192,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--workers", type=int, default=None, help="gunicorn workers of our server (default: serve's)")
     parser.add_argument("--worker-class", choices=("sync", "gthread"), default=None, help="default: serve's")
     parser.add_argument("--threads", type=int, default=None, help="threads per gthread worker (default: serve's)")
-    parser.add_argument("--keepalive", type=float, default=None, help="gthread keep-alive seconds (default: serve's)")
+    parser.add_argument("--keepalive", type=int, default=None, help="gthread keep-alive seconds (default: serve's)")
     parser.add_argument("--seconds", type=int, default=10, help="seconds of load per level (default 10)")
     parser.add_argument("--levels", type=int, nargs="+", default=[1, 8, 32], help="concurrent connections (default 1 8 32)")
     parser.add_argument("--clip", type=Path, help="WAV file to POST (default: a generated 2 s clip of harmonic tones)")

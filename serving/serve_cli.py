@@ -28,13 +28,18 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
     """Arguments of `instrument-id serve`."""
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=52000, help="port (default 52000, the reference API's)")
-    parser.add_argument("--workers", type=int, default=2, help="worker processes (default 2)")
+    parser.add_argument("--workers", type=int, default=2 * (os.cpu_count() or 1),
+                        help="worker processes (default two per CPU: one computes while another reads or writes)")
     parser.add_argument("--config", type=Path, help="JSON or TOML config (default: model_zoo/models/mlp and rf, A/B 50:50)")
-    parser.add_argument("--worker-class", choices=WORKER_CLASSES, default="gthread",
-                        help="gunicorn worker type (default gthread: keeps connections alive; its median latency "
-                             "measured 0.3-3 ms below sync's, side by side)")
+    parser.add_argument("--worker-class", choices=WORKER_CLASSES, default="sync",
+                        help="gunicorn worker type (default sync: one request per process at a time, each taken from "
+                             "the shared socket by the first free worker; a request's work is CPU-bound Python, so "
+                             "threads in one process wait on each other for the GIL, and kept-alive connections stay "
+                             "on one worker however busy it is — both widened the latency tail in `bench serve`. "
+                             "Sync workers do not guard against slow uploads: put a buffering proxy (nginx) in front "
+                             "of a public server, or use gthread)")
     parser.add_argument("--threads", type=int, default=4, help="threads per worker with --worker-class gthread (default 4)")
-    parser.add_argument("--keepalive", type=float, default=2.0,
+    parser.add_argument("--keepalive", type=int, default=2,
                         help="seconds a gthread worker keeps an idle connection open (default 2, gunicorn's); 0 closes "
                              "it after each answer, so every request queues at the shared socket and goes to the "
                              "first free worker")
