@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import os
+import threading
 from typing import BinaryIO, Union
 
 import numpy as np
@@ -14,6 +15,7 @@ from instrument_id.errors import InstrumentIdError
 from instrument_id.params import AudioParams
 
 AudioSource = Union[str, os.PathLike, BinaryIO, bytes]
+_RESAMPLERS = threading.local()  # per thread: {(rate_hz, target_rate_hz): soxr.ResampleStream}
 
 
 def read_audio(source: AudioSource, name: str | None = None) -> tuple[np.ndarray, int]:
@@ -58,7 +60,15 @@ def resample(y: np.ndarray, rate_hz: int, target_rate_hz: int) -> np.ndarray:
         raise InstrumentIdError(f"invalid sample rate {rate_hz} Hz")
     if rate_hz == target_rate_hz:
         return np.asarray(y, dtype=np.float32)
-    return soxr.resample(np.asarray(y, dtype=np.float32), rate_hz, target_rate_hz, quality="HQ").astype(np.float32)
+    # a cleared stream per thread and rate pair gives soxr.resample's exact output (tested bit for bit) without
+    # designing the HQ filter again on every call: a fifth of the resampling time of a 2 s clip
+    streams = _RESAMPLERS.__dict__.setdefault("streams", {})
+    stream = streams.get((rate_hz, target_rate_hz))
+    if stream is None:
+        stream = streams[(rate_hz, target_rate_hz)] = soxr.ResampleStream(rate_hz, target_rate_hz, 1, dtype="float32",
+                                                                          quality="HQ")
+    stream.clear()
+    return stream.resample_chunk(np.ascontiguousarray(y, dtype=np.float32), last=True)
 
 
 def load_mono(source: AudioSource, params: AudioParams, name: str | None = None) -> np.ndarray:

@@ -119,3 +119,15 @@ def test_to_mono_is_the_channel_mean(channels):
     mono = to_mono(data)
     assert mono.shape == (4001,) and mono.dtype == np.float32 and mono.flags["C_CONTIGUOUS"]
     np.testing.assert_array_equal(mono, data.mean(axis=1, dtype=np.float32))
+
+
+@pytest.mark.parametrize("rate_hz", [8000, 44100, 48000, 96000])
+def test_resample_equals_soxr_one_shot(rate_hz):
+    import soxr
+
+    from instrument_id.audio import resample
+
+    rng = np.random.default_rng(rate_hz)
+    for n in (1, 999, 88200):  # the reused stream must carry nothing from one call to the next
+        y = rng.standard_normal(n).astype(np.float32)
+        np.testing.assert_array_equal(resample(y, rate_hz, 22050), soxr.resample(y, rate_hz, 22050, quality="HQ"))
