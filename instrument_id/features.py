@@ -77,15 +77,17 @@ def chroma_filterbank(sample_rate_hz: int, n_fft: int, n_chroma: int, tuning: fl
     return np.ascontiguousarray(wts[:, : 1 + n_fft // 2], dtype=np.float32)
 
 
-def default_backend() -> str:
-    """The feature path: INSTRUMENT_ID_FEATURES if set, else the compiled kernels when numba imports, else numpy."""
-    chosen = os.environ.get("INSTRUMENT_ID_FEATURES", "auto").strip().lower()
+def resolve_backend(requested: str | None = None) -> str:
+    """The feature path: `requested`, else INSTRUMENT_ID_FEATURES, else the compiled kernels when numba imports,
+    else numpy; an unknown name, or numba where it is not installed, is refused."""
+    source = "INSTRUMENT_ID_FEATURES" if requested is None else "feature backend"
+    chosen = (os.environ.get("INSTRUMENT_ID_FEATURES", "auto") if requested is None else requested).strip().lower()
     if chosen in ("", "auto"):
         return "numba" if kernels.AVAILABLE else "numpy"
     if chosen not in BACKENDS:
-        raise InstrumentIdError(f"INSTRUMENT_ID_FEATURES must be auto, numba or numpy, got {chosen!r}")
+        raise InstrumentIdError(f"{source} must be auto, numba or numpy, got {chosen!r}")
     if chosen == "numba" and not kernels.AVAILABLE:
-        raise InstrumentIdError("INSTRUMENT_ID_FEATURES=numba but numba is not installed (pip install numba)")
+        raise InstrumentIdError(f"{source} is numba but numba is not installed (pip install numba)")
     return chosen
 
 
@@ -103,9 +105,7 @@ class FeatureExtractor:
 
     def __init__(self, params: AudioParams, backend: str | None = None):
         self.params = params
-        self.backend = default_backend() if backend is None else backend
-        if self.backend not in BACKENDS or (self.backend == "numba" and not kernels.AVAILABLE):
-            raise InstrumentIdError(f"feature backend must be one of {BACKENDS} (numba installed), got {self.backend!r}")
+        self.backend = resolve_backend(backend)
         n_bins = 1 + params.n_fft // 2
         self.window = (0.5 - 0.5 * np.cos(2 * np.pi * np.arange(params.n_fft) / params.n_fft)).astype(np.float32)
         self.freqs_hz = np.fft.rfftfreq(params.n_fft, 1.0 / params.sample_rate_hz).astype(np.float32)
@@ -313,9 +313,9 @@ def _cached_extractor(params: AudioParams, backend: str) -> FeatureExtractor:
 
 
 def extractor_for(params: AudioParams, backend: str | None = None) -> FeatureExtractor:
-    """The shared extractor for these settings and backend (default: default_backend()); filter banks built and
+    """The shared extractor for these settings and backend (default: resolve_backend()); filter banks built and
     kernels compiled once per process (a server calls this before it forks its workers)."""
-    return _cached_extractor(params, default_backend() if backend is None else backend)
+    return _cached_extractor(params, resolve_backend(backend))
 
 
 def compute_features(windows: np.ndarray, params: AudioParams, batch_size: int = 16, workers: int = 1) -> np.ndarray:

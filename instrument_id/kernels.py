@@ -25,7 +25,7 @@ _TINY32 = float(np.finfo(np.float32).tiny)
 
 
 def _jit(function):
-    """Compile with the GIL released (threads run batches in parallel) and cached on disk (no compile per process)."""
+    """Compile with the GIL released while a kernel runs and cached on disk (no compile per process)."""
     if numba is None:
         return function
     return numba.njit(nogil=True, cache=True, fastmath=_FASTMATH)(function)
