@@ -18,6 +18,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("train.train_cli", "train a model from a feature cache"),
     "tune": ("train.tune", "tune the MLP (keras-tuner) or the RandomForest (randomized search) on the validation split"),
     "sweep-window": ("train.sweep_window", "one RandomForest per window length, 1 to 12 s: macro-F1 and train time"),
+    "ceiling": ("train.ceiling", "how far window-statistics models go on a corpus: shipped inputs vs richer ones"),
     "evaluate": ("train.evaluate", "score models on a feature cache or a labelled folder of clips: report, PR curves, PCA plot"),
     "convert": ("tflite.convert", "convert an MLP model folder to .tflite files (float32, float16, dynamic, int8, raw audio)"),
     "predict": ("tflite.predict_cli", "name the instruments in audio clips with a .tflite model (edge runtime, no TensorFlow)"),

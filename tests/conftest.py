@@ -63,3 +63,16 @@ def make_musicnet(tmp_path: Path) -> Callable[..., Path]:
         return make_musicnet_fixture(tmp_path / name, recordings)
 
     return make
+
+
+@pytest.fixture
+def staggered_corpus(make_musicnet) -> Path:
+    """Six 6 s recordings, each with all 11 instruments entering at staggered times, so every window length
+    has every instrument in train and no instrument in every window."""
+    from instrument_id.instruments import INSTRUMENTS
+
+    recordings = []
+    for r in range(6):
+        notes = [(float((j + r) % 6), (j + r) % 6 + 1.5, inst.program, 48 + 3 * j) for j, inst in enumerate(INSTRUMENTS)]
+        recordings.append({"id": str(3000 + r), "split": "train", "seconds": 6.0, "notes": notes})
+    return make_musicnet(recordings)

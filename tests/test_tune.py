@@ -13,7 +13,6 @@ import pytest
 from sklearn.metrics import average_precision_score
 
 from instrument_id.cli import main
-from instrument_id.instruments import INSTRUMENTS
 from model_zoo import load_model
 from synthetic_features import make_featureset
 from train.featureset import FeatureSet, load_featureset
@@ -153,18 +152,8 @@ def test_max_epochs_is_refused_for_the_rf(features, tmp_path, capsys):
              "--max-epochs applies to `tune mlp` only")
 
 
-def _staggered_corpus(make_musicnet) -> Path:
-    """Six 6 s recordings, each with all 11 instruments entering at staggered times, so every window length
-    has every instrument in train and no instrument in every window."""
-    recordings = []
-    for r in range(6):
-        notes = [(float((j + r) % 6), (j + r) % 6 + 1.5, inst.program, 48 + 3 * j) for j, inst in enumerate(INSTRUMENTS)]
-        recordings.append({"id": str(3000 + r), "split": "train", "seconds": 6.0, "notes": notes})
-    return make_musicnet(recordings)
-
-
-def test_sweep_window_trains_one_rf_per_window_and_reuses_caches(make_musicnet, tmp_path, capsys):
-    root, out = _staggered_corpus(make_musicnet), tmp_path / "sweep"
+def test_sweep_window_trains_one_rf_per_window_and_reuses_caches(staggered_corpus, tmp_path, capsys):
+    root, out = staggered_corpus, tmp_path / "sweep"
     args = ["sweep-window", "--data", str(root), "--out", str(out), "--windows", "2", "1", "--jobs", "1"]
     assert main([*args, "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
@@ -186,8 +175,8 @@ def test_sweep_window_trains_one_rf_per_window_and_reuses_caches(make_musicnet, 
     assert [r["valid_macro_f1"] for r in again] == [r["valid_macro_f1"] for r in rows]  # seeded
 
 
-def test_sweep_window_refuses_a_window_outside_1_to_12_seconds(make_musicnet, tmp_path, capsys):
-    root = _staggered_corpus(make_musicnet)
+def test_sweep_window_refuses_a_window_outside_1_to_12_seconds(staggered_corpus, tmp_path, capsys):
+    root = staggered_corpus
     assert main(["sweep-window", "--data", str(root), "--out", str(tmp_path / "sweep"), "--windows", "2", "13"]) == 2
     assert "window_seconds must be between 1 and 12 s, got 13.0" in capsys.readouterr().err
     assert not (tmp_path / "sweep").exists()

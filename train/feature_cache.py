@@ -44,8 +44,10 @@ def split_recordings(recordings: list[Recording], mode: str, seed: int, allow_mi
     raise InstrumentIdError(f"unknown split {mode!r}; use 'official' or 'stratified'")
 
 
-def recording_features(rec: Recording, split: str, params: AudioParams, n_augment: int, seed: int) -> dict[str, np.ndarray]:
-    """One recording's windows -> features, labels, variant index and start time (augmented only in train)."""
+def recording_window_audio(rec: Recording, split: str, params: AudioParams, n_augment: int,
+                           seed: int) -> dict[str, np.ndarray]:
+    """One recording's windows, labels, variant index and start time: "audio" (n*(1+k), samples) holds each original
+    window followed by its k augmentations (train split only; k = 0 elsewhere), the other arrays one row per window."""
     y, labels = read_recording(rec, params)
     windows = frame_windows(y, params)  # (n, window_samples)
     Y = window_labels(labels, len(windows), params)  # (n, 11)
@@ -58,11 +60,17 @@ def recording_features(rec: Recording, split: str, params: AudioParams, n_augmen
     else:
         audio = windows
     return {
-        "X": compute_features(audio, params),
+        "audio": audio,
         "Y": np.repeat(Y, 1 + k, axis=0),
         "variant": np.tile(np.arange(1 + k, dtype=np.int8), len(windows)),
         "start_seconds": np.repeat(starts, 1 + k),
     }
+
+
+def recording_features(rec: Recording, split: str, params: AudioParams, n_augment: int, seed: int) -> dict[str, np.ndarray]:
+    """One recording's windows -> features, labels, variant index and start time (augmented only in train)."""
+    arrays = recording_window_audio(rec, split, params, n_augment, seed)
+    return {"X": compute_features(arrays.pop("audio"), params), **arrays}
 
 
 def _part_path(parts_dir: Path, rec: Recording, config_hash: str) -> Path:

@@ -1,0 +1,47 @@
+"""The shipped default models: they pass the verified loader, answer a clip, and `bench load` times them."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from instrument_id.cli import main
+from instrument_id.features import compute_features
+from instrument_id.instruments import column_names
+from model_zoo import load_model
+
+SHIPPED = Path(__file__).resolve().parent.parent / "model_zoo" / "models"
+
+
+@pytest.mark.parametrize("name,kind", [("mlp", "keras"), ("rf", "sklearn")])
+def test_shipped_model_loads_verified_and_names_a_clip(name, kind):
+    model = load_model(SHIPPED / name)
+    assert model.kind == kind and model.manifest["labels"] == column_names()
+    assert model.pipeline.n_components == model.params.pca_components == 16
+    t = np.arange(model.params.window_samples) / model.params.sample_rate_hz
+    clip = (0.3 * np.sin(2 * np.pi * 440 * t) * np.exp(-t)).astype(np.float32)
+    probabilities, decisions = model.predict(compute_features(clip[None], model.params))
+    assert probabilities.shape == decisions.shape == (1, 11)
+    assert np.all((probabilities >= 0) & (probabilities <= 1))
+    # the stored metrics are of this corpus's held-out test split, with thresholds chosen on valid
+    assert model.metrics["threshold_source"] == "valid"
+    assert 0.0 < model.metrics["splits"]["test"]["macro_f1"] <= 1.0
+
+
+def test_bench_load_times_a_fresh_process_and_refuses_a_tampered_folder(tmp_path, capsys):
+    assert main(["bench", "load", "--model", str(SHIPPED / "rf"), "--runs", "1", "--json"]) == 0
+    row, = json.loads(capsys.readouterr().out)["models"]
+    assert row["kind"] == "sklearn" and row["runs"] == 1
+    assert row["import_seconds"] > 0 and row["cold_load_seconds"] > 0 and row["unverified_load_seconds"] > 0
+    assert row["cold_load_seconds_max"] >= row["cold_load_seconds"]
+    tampered = tmp_path / "rf"
+    shutil.copytree(SHIPPED / "rf", tampered)
+    with open(tampered / "pipeline.json", "a", encoding="utf-8") as handle:
+        handle.write(" ")
+    assert main(["bench", "load", "--model", str(tampered), "--runs", "1"]) == 2
+    err = capsys.readouterr().err
+    assert "loading failed in a fresh process" in err and "pipeline.json: truncated or grown" in err

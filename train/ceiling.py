@@ -1,0 +1,258 @@
+"""`instrument-id ceiling`: how far models of window statistics can go on a corpus, measured.
+
+The shipped pipeline (26 frame means -> PCA 16 -> MLP or a 256-leaf RandomForest) is one point. This command
+recomputes the very same windows of a feature cache (same corpus, split and seeded augmentation) and fits, each
+with an unbounded RandomForest and the project's MLP trainer:
+
+- the 26 means through standardization and PCA 16 (the shipped inputs),
+- the 26 means without PCA,
+- 130 frame statistics of the same 26 per-frame values (mean, standard deviation, mean absolute frame-to-frame
+  change, 10th and 90th percentile) without PCA.
+
+Thresholds are chosen on valid, as train does; the test macro-F1 at thresholds chosen on test itself is reported
+too, as an upper bound on any way of choosing them. The report goes to OUT/ceiling.{md,json,png}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from joblib import Parallel, delayed
+from tqdm import tqdm
+
+from instrument_id.atomic import write_text_atomic
+from instrument_id.errors import InstrumentIdError
+from instrument_id.features import extractor_for
+from instrument_id.instruments import INSTRUMENTS
+from instrument_id.params import FEATURE_NAMES, AudioParams
+
+STATISTICS = ("mean", "std", "mean_abs_delta", "p10", "p90")
+N_VALUES = len(FEATURE_NAMES)  # 26 per-frame values
+# input name -> (number of leading statistics columns used, PCA to params.pca_components first)
+INPUTS: dict[str, tuple[int, bool]] = {
+    "26 means, PCA 16 (shipped)": (N_VALUES, True),
+    "26 means": (N_VALUES, False),
+    "130 frame statistics": (N_VALUES * len(STATISTICS), False),
+}
+CEILING_MODELS = ("rf", "mlp")
+RF_TREES = 300
+MEAN_TOLERANCE = 1e-3  # the mean block must reproduce the cached 26 features (float32 round-off of a frame mean)
+
+
+def frame_table(extractor: Any, window: np.ndarray) -> np.ndarray:
+    """(samples,) -> (T, 26) float64 per-frame values whose frame means are the 26 features: chroma, RMS, centroid,
+    bandwidth, rolloff, ZCR and 20 MFCCs of the frame's log-mel (floored at the window's max - top_db)."""
+    p = extractor.params
+    n_frames = 1 + len(window) // p.stft_hop_samples
+    values, log_mel = extractor.frame_values(window, p.n_fft // 2, n_frames)  # (T, 6), (T, n_mels)
+    mfcc = np.maximum(log_mel, log_mel.max() - p.top_db).astype(np.float64) @ extractor.dct  # (T, 20)
+    return np.concatenate([values, mfcc], axis=1)
+
+
+def window_statistics(audio: np.ndarray, params: AudioParams) -> np.ndarray:
+    """(n, samples) windows -> (n, 130) float32: mean | std | mean |delta| | p10 | p90 of the 26 per-frame values."""
+    extractor = extractor_for(params)
+    out = np.empty((len(audio), N_VALUES * len(STATISTICS)), dtype=np.float32)
+    for i, window in enumerate(np.asarray(audio, dtype=np.float32)):
+        table = frame_table(extractor, window)  # (T, 26)
+        low, high = np.percentile(table, [10, 90], axis=0)
+        out[i] = np.concatenate([table.mean(0), table.std(0), np.abs(np.diff(table, axis=0)).mean(0), low, high])
+    return out
+
+
+def _recording_statistics(rec: Any, split: str, params: AudioParams, n_augment: int, seed: int) -> dict[str, Any]:
+    from train.feature_cache import recording_window_audio
+
+    arrays = recording_window_audio(rec, split, params, n_augment, seed)
+    return {"id": rec.id, "S": window_statistics(arrays.pop("audio"), params), **arrays}
+
+
+def corpus_statistics(data_dir: Path, features: Any, n_augment: int, seed: int, jobs: int) -> dict[str, np.ndarray]:
+    """Statistics of every window of the feature cache's recordings, in its splits; checks that the means block
+    reproduces the cached features of the original windows, so both sides of the comparison see the same windows."""
+    from train.musicnet import corpus_fingerprint, list_recordings
+
+    listed = list_recordings(data_dir)
+    if features.config.get("corpus_fingerprint") != corpus_fingerprint(data_dir, listed):
+        raise InstrumentIdError(f"{data_dir}: not the corpus these features were computed from (fingerprint differs)")
+    split_of = dict(zip(features.recording, features.split))
+    recordings = [rec for rec in listed if rec.id in split_of]
+    params = features.params
+    tasks = (delayed(_recording_statistics)(rec, split_of[rec.id], params, n_augment, seed) for rec in recordings)
+    parts = list(tqdm(Parallel(n_jobs=jobs, return_as="generator")(tasks), total=len(recordings),
+                      desc="frame statistics", unit="rec", disable=None))
+    for part in parts:
+        mine = (features.recording == part["id"]) & (features.variant == 0)
+        cached = features.X[mine][np.argsort(features.start_seconds[mine], kind="stable")]  # (n, 26)
+        ours = part["S"][part["variant"] == 0, :N_VALUES]
+        if cached.shape != ours.shape or not np.allclose(ours, cached, rtol=MEAN_TOLERANCE, atol=1e-5):
+            raise InstrumentIdError(f"recording {part['id']}: frame means differ from the cached features; "
+                                    "recompute the feature cache with this version")
+    return {
+        "S": np.concatenate([p["S"] for p in parts]),
+        "Y": np.concatenate([p["Y"] for p in parts]),
+        "variant": np.concatenate([p["variant"] for p in parts]),
+        "split": np.concatenate([[split_of[p["id"]]] * len(p["S"]) for p in parts]),
+    }
+
+
+def _fit_predict(model: str, Z: dict[str, np.ndarray], Y: dict[str, np.ndarray], seed: int) -> dict[str, np.ndarray]:
+    """Fit one ceiling model on Z['train'] and return its probabilities on every split."""
+    from model_zoo import backends
+
+    if model == "rf":
+        from sklearn.ensemble import RandomForestClassifier
+
+        fitted = RandomForestClassifier(n_estimators=RF_TREES, min_samples_leaf=2, n_jobs=-1,
+                                        random_state=seed).fit(Z["train"], Y["train"])
+        kind = "sklearn"
+    else:
+        from train.mlp import fit_mlp
+
+        fitted, _record = fit_mlp(Z["train"], Y["train"], Z["valid"], Y["valid"], seed=seed)
+        kind = "keras"
+    return {split: backends.predict_proba(kind, fitted, Z[split]) for split in ("train_originals", "valid", "test")}
+
+
+def measure(stats: dict[str, np.ndarray], params: AudioParams, models: tuple[str, ...], seed: int) -> list[dict[str, Any]]:
+    """One row of figures per (input, model): macro-F1 on train originals, valid and test, test at oracle thresholds."""
+    from sklearn.decomposition import PCA
+    from sklearn.preprocessing import StandardScaler
+
+    from train.metrics import multilabel_metrics
+    from train.models import choose_thresholds
+
+    masks = {"train": stats["split"] == "train", "valid": stats["split"] == "valid", "test": stats["split"] == "test"}
+    masks["train_originals"] = masks["train"] & (stats["variant"] == 0)
+    for split, mask in masks.items():
+        if not mask.any():
+            raise InstrumentIdError(f"the {split} split is empty")
+    Y = {split: stats["Y"][mask] for split, mask in masks.items()}
+    rows = []
+    for input_name, (width, pca) in INPUTS.items():
+        scaler = StandardScaler().fit(stats["S"][masks["train"], :width])
+        Z = {split: scaler.transform(stats["S"][mask, :width]) for split, mask in masks.items()}
+        if pca:
+            reducer = PCA(n_components=params.pca_components, svd_solver="full", random_state=seed).fit(Z["train"])
+            Z = {split: reducer.transform(z) for split, z in Z.items()}
+        for model in models:
+            start = time.perf_counter()
+            P = _fit_predict(model, Z, Y, seed)
+            fit_seconds = time.perf_counter() - start
+            thresholds = choose_thresholds(Y["valid"], P["valid"])
+            figures = {split: multilabel_metrics(Y[split], P[split] >= thresholds, P[split])
+                       for split in ("train_originals", "valid", "test")}
+            oracle = multilabel_metrics(Y["test"], P["test"] >= choose_thresholds(Y["test"], P["test"]), P["test"])
+            rows.append({
+                "inputs": input_name, "model": model, "n_inputs": int(Z["train"].shape[1]), "fit_seconds": fit_seconds,
+                "train_macro_f1": figures["train_originals"]["macro_f1"], "valid_macro_f1": figures["valid"]["macro_f1"],
+                "test_macro_f1": figures["test"]["macro_f1"], "test_mAP": figures["test"]["mAP"],
+                "test_macro_f1_oracle_thresholds": oracle["macro_f1"],
+                "test_f1_per_instrument": {c: v["f1"] for c, v in figures["test"]["per_instrument"].items()},
+            })
+    return rows
+
+
+def markdown(result: dict[str, Any]) -> str:
+    """The ceiling report: one line per (input, model), then test F1 per instrument."""
+    n = result["n_windows"]
+    lines = [
+        "# Ceiling of window-statistics models", "",
+        f"Corpus `{result['data']}`, feature cache `{result['features']}`; {n['train']} train windows "
+        f"({n['train_originals']} originals, augment {result['augment']}), {n['valid']} valid, {n['test']} test. "
+        "Thresholds chosen on valid; the oracle column chooses them on test itself (an upper bound, not a result).", "",
+        "| inputs | model | inputs width | macro-F1 train | macro-F1 valid | macro-F1 test | test, oracle thresholds "
+        "| mAP test | fit (s) |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in result["rows"]:
+        lines.append(f"| {r['inputs']} | {r['model']} | {r['n_inputs']} | {r['train_macro_f1']:.3f} | "
+                     f"{r['valid_macro_f1']:.3f} | **{r['test_macro_f1']:.3f}** | "
+                     f"{r['test_macro_f1_oracle_thresholds']:.3f} | {r['test_mAP']:.3f} | {r['fit_seconds']:.0f} |")
+    lines += ["", "## Test F1 per instrument", "",
+              "| instrument | " + " | ".join(f"{r['inputs']} · {r['model']}" for r in result["rows"]) + " |",
+              "|---|" + "---|" * len(result["rows"])]
+    for inst in INSTRUMENTS:
+        lines.append(f"| {inst.column} | " + " | ".join(f"{r['test_f1_per_instrument'][inst.column]:.3f}"
+                                                       for r in result["rows"]) + " |")
+    return "\n".join(lines + ["", "![test F1 per instrument](ceiling.png)", ""])
+
+
+def plot(result: dict[str, Any], path: Path) -> None:
+    """Grouped bars: test F1 per instrument, one bar per (input, model)."""
+    from matplotlib.figure import Figure
+
+    from instrument_id.atomic import atomic_path
+
+    rows = result["rows"]
+    fig = Figure(figsize=(13, 4.8))
+    ax = fig.subplots()
+    width = 0.8 / len(rows)
+    x = np.arange(len(INSTRUMENTS))
+    for k, r in enumerate(rows):
+        ax.bar(x + (k - (len(rows) - 1) / 2) * width, [r["test_f1_per_instrument"][i.column] for i in INSTRUMENTS],
+               width, label=f"{r['inputs']} · {r['model']} (macro {r['test_macro_f1']:.2f})")
+    ax.axhline(0.9, color="black", linestyle="--", linewidth=1, label="0.90")
+    ax.set_xticks(x, [i.column for i in INSTRUMENTS], rotation=30)
+    ax.set_ylim(0, 1)
+    ax.set_ylabel("test F1")
+    ax.set_title("Test F1 per instrument: shipped inputs vs richer window statistics")
+    ax.legend(fontsize=7, ncol=2, loc="lower left")
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=90)
+
+
+def add_parser(parser: argparse.ArgumentParser) -> None:
+    """Arguments of `instrument-id ceiling`."""
+    parser.add_argument("--data", required=True, type=Path, help="the corpus the feature cache was computed from")
+    parser.add_argument("--features", required=True, type=Path, help="feature cache (.npz): its windows and splits")
+    parser.add_argument("--augment", type=int, default=0, metavar="K",
+                        help="augmented variants per train window, 0..9, as `features --augment` (default 0: originals)")
+    parser.add_argument("--models", default=",".join(CEILING_MODELS), help="comma-separated: rf, mlp (default both)")
+    parser.add_argument("--out", type=Path, default=Path("runs/ceiling"), help="report folder (default runs/ceiling)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--jobs", type=int, default=-1, help="processes over recordings (default: every core)")
+    parser.add_argument("--json", action="store_true", help="print the figures as one JSON object")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Check the inputs, compute the statistics, fit every (input, model) and write the report."""
+    from train.featureset import load_featureset
+
+    models = tuple(m.strip() for m in args.models.split(",") if m.strip())
+    unknown = sorted(set(models) - set(CEILING_MODELS))
+    if unknown or not models:
+        raise InstrumentIdError(f"unknown --models {unknown or args.models!r}; choose from {', '.join(CEILING_MODELS)}")
+    if not 0 <= args.augment <= 9:
+        raise InstrumentIdError(f"--augment must be 0..9, got {args.augment}")
+    if not args.data.is_dir():
+        raise InstrumentIdError(f"{args.data}: corpus folder not found")
+    if args.out.exists() and not args.out.is_dir():
+        raise InstrumentIdError(f"{args.out}: exists and is not a folder")
+    features = load_featureset(args.features)
+    stats = corpus_statistics(args.data, features, args.augment, args.seed, args.jobs)
+    rows = measure(stats, features.params, models, args.seed)
+    train = stats["split"] == "train"
+    result = {
+        "data": str(args.data), "features": str(args.features), "augment": args.augment, "seed": args.seed,
+        "n_windows": {"train": int(train.sum()), "train_originals": int((train & (stats["variant"] == 0)).sum()),
+                      "valid": int((stats["split"] == "valid").sum()), "test": int((stats["split"] == "test").sum())},
+        "rows": rows,
+        "best_test_macro_f1": max(r["test_macro_f1"] for r in rows),
+        "best_test_macro_f1_oracle_thresholds": max(r["test_macro_f1_oracle_thresholds"] for r in rows),
+    }
+    args.out.mkdir(parents=True, exist_ok=True)
+    plot(result, args.out / "ceiling.png")
+    write_text_atomic(args.out / "ceiling.json", json.dumps(result, indent=2) + "\n")
+    write_text_atomic(args.out / "ceiling.md", markdown(result))
+    if args.json:
+        print(json.dumps(result))
+    else:
+        print(markdown(result))
+    return 0
