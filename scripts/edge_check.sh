@@ -39,6 +39,10 @@ echo "no tensorflow, keras or librosa installed"
 echo "== instrument-id predict (run outside the repository, so only the installed package is importable)"
 cd "$(mktemp -d)"
 "$venv/bin/instrument-id" predict "$clip" --model "$model" --json
+echo "== instrument-id predict with its default model: the shipped raw-audio MLP, installed as package data"
+"$venv/bin/instrument-id" predict "$clip" --json
+"$venv/bin/python" -c "from tflite.scorer import DEFAULT_MODEL_DIR; from model_zoo import verify_model_dir; \
+print('installed default model verified:', DEFAULT_MODEL_DIR, verify_model_dir(DEFAULT_MODEL_DIR)['version'])"
 
 echo "== install size"
 site=$("$venv/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')

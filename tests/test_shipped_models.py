@@ -45,3 +45,18 @@ def test_bench_load_times_a_fresh_process_and_refuses_a_tampered_folder(tmp_path
     assert main(["bench", "load", "--model", str(tampered), "--runs", "1"]) == 2
     err = capsys.readouterr().err
     assert "loading failed in a fresh process" in err and "pipeline.json: truncated or grown" in err
+
+
+def test_predict_defaults_to_the_shipped_raw_audio_model(tmp_path, capsys):
+    import soundfile as sf
+
+    from tflite.predict_cli import DEFAULT_RAW_AUDIO_MODEL
+
+    assert DEFAULT_RAW_AUDIO_MODEL == SHIPPED / "mlp" / "model_raw_audio.tflite"
+    t = np.arange(3 * 44100) / 44100
+    clip = tmp_path / "clip.wav"
+    sf.write(clip, 0.3 * np.sin(2 * np.pi * 440 * t) * np.exp(-t), 44100)
+    assert main(["predict", str(clip), "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["model"] == str(DEFAULT_RAW_AUDIO_MODEL) and result["model_kind"] == "raw_audio"
+    assert len(result["probabilities"]) == 11 and result["n_windows"] == 2

@@ -10,6 +10,9 @@ from pathlib import Path
 
 from instrument_id.errors import InstrumentIdError
 
+# the shipped MLP's one-file edge artefact, installed with the package (model_zoo/models is package data)
+DEFAULT_RAW_AUDIO_MODEL = Path(__file__).resolve().parents[1] / "model_zoo" / "models" / "mlp" / "model_raw_audio.tflite"
+
 EPILOG = (
     "Clips may be any file soundfile reads, at any sample rate and channel count; they are mixed to mono and "
     "resampled to the model's rate. A clip longer than the model's window (2 s by default) is cut into windows "
@@ -23,7 +26,8 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
     """Arguments of `instrument-id predict`."""
     parser.epilog = EPILOG
     parser.add_argument("clips", nargs="+", type=Path, metavar="CLIP", help="audio files")
-    parser.add_argument("--model", required=True, type=Path, help="a .tflite file from `instrument-id convert`")
+    parser.add_argument("--model", type=Path, default=DEFAULT_RAW_AUDIO_MODEL,
+                        help="a .tflite file from `instrument-id convert` (default: the shipped raw-audio MLP, %(default)s)")
     parser.add_argument("--json", action="store_true", help="print one JSON object per clip")
     parser.add_argument("--threads", type=int, default=None, help="interpreter threads (default: the runtime's)")
 
