@@ -335,3 +335,23 @@ def test_bench_analyze_times_the_three_ways_on_a_synthesized_recording(model_dir
     assert figures["streaming"]["real_time_factor"] > 1 and figures["speedup_vs_naive"] > 0
     assert figures["naive_numpy_path"]["n_windows"] == figures["n_windows"] and figures["speedup_vs_naive_numpy_path"] > 0
     assert 0.0 <= figures["window_macro_f1"] <= 1.0 and figures["model"]["version"] == load_model(model_dir).version
+
+
+def test_figure_outlines_cover_exactly_the_shaded_cells_of_decided_windows():
+    from instrument_id.timeline import Timeline
+    from tflite.analyze_plot import cell_edges, decided_cell_spans, timeline_png
+
+    starts = np.arange(10) * 0.5  # 2 s windows every 0.5 s
+    decisions = np.zeros((10, 11), dtype=bool)
+    decisions[2:5, 0] = True  # one run of three windows
+    decisions[[7], 1] = True
+    probabilities = np.where(decisions, 0.9, 0.1).astype(np.float32)
+    timeline = Timeline(starts=starts, ends=starts + 2.0, probabilities=probabilities, decisions=decisions,
+                        duration_seconds=6.5, hop_seconds=0.5, window_seconds=2.0)
+    edges = cell_edges(timeline)
+    np.testing.assert_allclose(edges[:3], [0.75, 1.25, 1.75])  # cells centred on window middles, one hop wide
+    assert decided_cell_spans(timeline, 0) == [(edges[2], edges[5])] == [(1.75, 3.25)]
+    assert decided_cell_spans(timeline, 1) == [(edges[7], edges[8])]
+    assert decided_cell_spans(timeline, 2) == []
+    assert timeline.segments(0) == [(1.0, 4.0)]  # the reported span stays the union of whole windows
+    assert timeline_png(timeline, (np.linspace(0, 6.5, 11), -np.ones(10), np.ones(10)), "t")[:4] == b"\x89PNG"

@@ -10,7 +10,7 @@ import numpy as np
 
 from instrument_id.atomic import write_bytes_atomic
 from instrument_id.instruments import INSTRUMENTS
-from instrument_id.timeline import Timeline
+from instrument_id.timeline import Timeline, union_spans
 
 
 def cell_edges(timeline: Timeline) -> np.ndarray:
@@ -20,6 +20,15 @@ def cell_edges(timeline: Timeline) -> np.ndarray:
     centres = (timeline.starts + timeline.ends) / 2  # (n,)
     half_hop = timeline.hop_seconds / 2
     return np.concatenate([centres - half_hop, [centres[-1] + half_hop]])
+
+
+def decided_cell_spans(timeline: Timeline, instrument: int) -> list[tuple[float, float]]:
+    """Disjoint (start, end) seconds of the shaded cells whose window decides the instrument present: the outline
+    drawn over the shading (timeline.segments, the union of whole windows, runs past it by half a window less half a
+    hop at each end)."""
+    edges = cell_edges(timeline)  # (n + 1,)
+    mine = timeline.decisions[:, instrument]  # (n,) bool
+    return union_spans(edges[:-1][mine], edges[1:][mine])
 
 
 def timeline_png(timeline: Timeline, envelope: tuple[np.ndarray, np.ndarray, np.ndarray], title: str,
@@ -38,7 +47,7 @@ def timeline_png(timeline: Timeline, envelope: tuple[np.ndarray, np.ndarray, np.
     image = roll.pcolormesh(cell_edges(timeline), np.arange(len(INSTRUMENTS) + 1) - 0.5,
                             timeline.probabilities.T, cmap="Blues", vmin=0.0, vmax=1.0, shading="flat")
     for j in range(len(INSTRUMENTS)):
-        spans = timeline.segments(j)
+        spans = decided_cell_spans(timeline, j)
         if spans:
             roll.broken_barh([(start, end - start) for start, end in spans], (j - 0.42, 0.84),
                              facecolors="none", edgecolors="tab:red", linewidth=1.2)
