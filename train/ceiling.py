@@ -190,7 +190,7 @@ def plot(result: dict[str, Any], path: Path) -> None:
     from instrument_id.atomic import atomic_path
 
     rows = result["rows"]
-    fig = Figure(figsize=(13, 4.8))
+    fig = Figure(figsize=(13, 5.6))
     ax = fig.subplots()
     width = 0.8 / len(rows)
     x = np.arange(len(INSTRUMENTS))
@@ -202,7 +202,7 @@ def plot(result: dict[str, Any], path: Path) -> None:
     ax.set_ylim(0, 1)
     ax.set_ylabel("test F1")
     ax.set_title("Test F1 per instrument: shipped inputs vs richer window statistics")
-    ax.legend(fontsize=7, ncol=2, loc="lower left")
+    ax.legend(fontsize=8, ncol=4, loc="upper center", bbox_to_anchor=(0.5, -0.22), frameon=False)
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=90)
