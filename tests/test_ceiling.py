@@ -26,11 +26,14 @@ def _clips(params: AudioParams) -> np.ndarray:
 def test_frame_means_are_the_26_features_and_statistics_are_shaped_per_value():
     params = AudioParams()
     clips = _clips(params)
-    stats = window_statistics(clips, params)
+    stats, mels = window_statistics(clips, params, log_mel=True)
+    assert mels.shape == (4, params.n_frames, params.n_mels) and mels.dtype == np.float16
     assert stats.shape == (4, N_VALUES * len(STATISTICS))
     np.testing.assert_allclose(stats[:, :N_VALUES], compute_features(clips, params), rtol=1e-4, atol=1e-5)
-    table = frame_table(extractor_for(params), clips[1].astype(np.float32))
-    assert table.shape == (params.n_frames, N_VALUES)
+    table, log_mel = frame_table(extractor_for(params), clips[1].astype(np.float32))
+    assert table.shape == (params.n_frames, N_VALUES) and log_mel.shape == (params.n_frames, params.n_mels)
+    assert log_mel.min() >= log_mel.max() - params.top_db  # floored as the MFCCs are
+    np.testing.assert_allclose(mels[1], log_mel, rtol=1e-3, atol=0.05)  # float16 storage
     low, high = stats[:, 3 * N_VALUES:4 * N_VALUES], stats[:, 4 * N_VALUES:]
     assert np.all(low <= high + 1e-6)
     centroid, rms = 2, 1
@@ -67,6 +70,7 @@ def test_ceiling_reports_every_input_and_model_with_oracle_bound(cached, tmp_pat
     assert result["best_test_macro_f1"] == max(r["test_macro_f1"] for r in rows)
     assert (out / "ceiling.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert (out / "ceiling.md").read_text().count("| 26 means, PCA 16 (shipped) |") == 2
+    assert all(r["train_fraction"] == 1.0 and r["train_recordings"] >= 1 for r in rows)
 
 
 def test_ceiling_refuses_another_corpus_and_unknown_models(cached, make_musicnet, tmp_path, capsys):
@@ -79,4 +83,22 @@ def test_ceiling_refuses_another_corpus_and_unknown_models(cached, make_musicnet
     assert "unknown --models ['svm']" in capsys.readouterr().err
     assert main(["ceiling", "--data", str(_root), "--features", str(features), "--augment", "12"]) == 2
     assert "--augment must be 0..9, got 12" in capsys.readouterr().err
+    assert main(["ceiling", "--data", str(_root), "--features", str(features), "--train-fractions", "0,1"]) == 2
+    assert "--train-fractions must lie in (0, 1], got '0,1'" in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_ceiling_cnn_and_learning_curve_rows(cached, tmp_path, capsys):
+    root, features = cached
+    out = tmp_path / "ceiling"
+    capsys.readouterr()
+    assert main(["ceiling", "--data", str(root), "--features", str(features), "--models", "cnn", "--jobs", "1",
+                 "--train-fractions", "0.5,1", "--out", str(out), "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)["rows"]
+    params = load_featureset(features).params
+    assert [(r["inputs"], r["model"], r["train_fraction"]) for r in rows] == [
+        ("log-mel frames", "cnn", 0.5), ("log-mel frames", "cnn", 1.0)]
+    assert rows[0]["n_inputs"] == params.n_frames * params.n_mels
+    assert rows[0]["train_recordings"] < rows[1]["train_recordings"]
+    assert all(0.0 <= r["test_macro_f1"] <= r["test_macro_f1_oracle_thresholds"] <= 1.0 for r in rows)
+    assert "| log-mel frames · cnn |" in (out / "ceiling.md").read_text()

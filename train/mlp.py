@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -128,10 +128,12 @@ def fit_mlp(
     fit: MlpFit = MlpFit(),
     seed: int = 0,
     verbose: bool = False,
+    build: Callable[[], keras.Model] | None = None,
 ) -> tuple[keras.Model, dict[str, Any]]:
-    """Train the MLP with early stopping on validation loss; return (model, JSON-ready training record)."""
+    """Train the MLP with early stopping on validation AUC-PR; return (model, JSON-ready training record).
+    build, called after seeding, gives another uncompiled network to train the same way (train.ceiling's CNN)."""
     seed_everything(seed)
-    model = build_mlp(Z_train.shape[1], arch)
+    model = build() if build is not None else build_mlp(Z_train.shape[1], arch)
     weights = positive_weights(Y_train)
     model.compile(
         optimizer=keras.optimizers.Adam(learning_rate=arch.learning_rate),
@@ -152,7 +154,7 @@ def fit_mlp(
     record = {
         **arch.to_dict(),
         **dataclasses.asdict(fit),
-        "n_inputs": int(Z_train.shape[1]),
+        "n_inputs": int(np.prod(Z_train.shape[1:])),
         "param_count": int(model.count_params()),
         "epochs_trained": len(val_loss),
         "best_epoch": best + 1,
