@@ -31,7 +31,6 @@ from pathlib import Path
 path, repeats = Path(sys.argv[1]), int(sys.argv[2])
 t0 = time.perf_counter()
 from model_zoo import load_model, verify_model_dir
-from model_zoo import backends
 kind = verify_model_dir(path)["kind"]
 if kind == "keras":
     import keras

@@ -150,6 +150,7 @@ def _fit_predict(model: str, Z: dict[str, np.ndarray], Y: dict[str, np.ndarray],
     build = (lambda: build_frame_cnn(*Z["train"].shape[1:])) if model == "cnn" else None
     fit = MlpFit(batch_size=128, patience=5) if model == "cnn" else MlpFit()
     fitted, _record = fit_mlp(Z["train"], Y["train"], Z["valid"], Y["valid"], fit=fit, seed=seed, build=build)
+    # batched predict, not backends.keras_proba's one call: the CNN's activations for 8k windows at once need GBs
     return {split: fitted.predict(Z[split], batch_size=1024, verbose=0) for split in ("train_originals", "valid", "test")}
 
 
