@@ -39,8 +39,8 @@ class AudioParams:
             raise InstrumentIdError(f"hop_seconds must be positive, got {self.hop_seconds}")
         if self.n_mfcc != 20:
             raise InstrumentIdError(f"the 26 features need n_mfcc=20, got {self.n_mfcc}")
-        if not 1 <= self.pca_components <= len(FEATURE_NAMES):
-            raise InstrumentIdError(f"pca_components must be 1..{len(FEATURE_NAMES)}, got {self.pca_components}")
+        if self.pca_components < 0:  # 0: no PCA; the upper bound is the feature set's width, checked when fitting
+            raise InstrumentIdError(f"pca_components must be 0 (no PCA) or positive, got {self.pca_components}")
 
     @property
     def window_samples(self) -> int:
@@ -56,10 +56,6 @@ class AudioParams:
     def n_frames(self) -> int:
         """STFT frames per window (centered, as librosa)."""
         return 1 + self.window_samples // self.stft_hop_samples
-
-    @property
-    def n_features(self) -> int:
-        return len(FEATURE_NAMES)
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict of every field."""

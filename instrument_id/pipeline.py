@@ -13,34 +13,36 @@ import numpy as np
 
 from instrument_id.errors import InstrumentIdError
 from instrument_id.instruments import NUM_INSTRUMENTS
-from instrument_id.params import FEATURE_NAMES
-
-N_FEATURES = len(FEATURE_NAMES)
 
 
 @dataclass(frozen=True)
 class FeaturePipeline:
-    """StandardScaler (mean, scale) then PCA (mean, components) then one probability threshold per instrument."""
+    """StandardScaler (mean, scale), then PCA (mean, components; empty arrays: no PCA), then one probability
+    threshold per instrument. Its width (features in) comes from its arrays, i.e. from the feature set it was fit on."""
 
-    scaler_mean: np.ndarray  # (26,)
-    scaler_scale: np.ndarray  # (26,) sklearn's scale_, zero variances already replaced by 1
-    pca_mean: np.ndarray  # (26,) mean of the standardized training features
-    pca_components: np.ndarray  # (k, 26) rows are principal axes
+    scaler_mean: np.ndarray  # (width,)
+    scaler_scale: np.ndarray  # (width,) sklearn's scale_, zero variances already replaced by 1
+    pca_mean: np.ndarray  # (width,) mean of the standardized training features; (0,) without PCA
+    pca_components: np.ndarray  # (k, width) rows are principal axes; (0, width) without PCA
     thresholds: np.ndarray  # (11,) a window is positive for instrument j when p_j >= thresholds[j]
 
     def __post_init__(self) -> None:
         for name in ("scaler_mean", "scaler_scale", "pca_mean", "pca_components", "thresholds"):
             object.__setattr__(self, name, np.asarray(getattr(self, name), dtype=np.float64))
-        for name in ("scaler_mean", "scaler_scale", "pca_mean"):
-            shape = getattr(self, name).shape
-            if shape != (N_FEATURES,):
-                raise InstrumentIdError(f"pipeline {name} must have shape ({N_FEATURES},), got {shape}")
-        k = self.pca_components.shape[0] if self.pca_components.ndim == 2 else 0
-        if self.pca_components.ndim != 2 or self.pca_components.shape[1] != N_FEATURES or not 1 <= k <= N_FEATURES:
-            raise InstrumentIdError(
-                f"pipeline pca_components must have shape (k, {N_FEATURES}) with 1 <= k <= {N_FEATURES}, "
-                f"got {self.pca_components.shape}"
-            )
+        if self.scaler_mean.ndim != 1 or len(self.scaler_mean) < 1:
+            raise InstrumentIdError(f"pipeline scaler_mean must have shape (width,), got {self.scaler_mean.shape}")
+        width = self.width
+        if self.scaler_scale.shape != (width,):
+            raise InstrumentIdError(f"pipeline scaler_scale must have shape ({width},), got {self.scaler_scale.shape}")
+        if self.has_pca:
+            if self.pca_mean.shape != (width,):
+                raise InstrumentIdError(f"pipeline pca_mean must have shape ({width},), got {self.pca_mean.shape}")
+            k = self.pca_components.shape[0] if self.pca_components.ndim == 2 else 0
+            if self.pca_components.ndim != 2 or self.pca_components.shape[1] != width or not 1 <= k <= width:
+                raise InstrumentIdError(
+                    f"pipeline pca_components must have shape (k, {width}) with 1 <= k <= {width}, "
+                    f"got {self.pca_components.shape}"
+                )
         if self.thresholds.shape != (NUM_INSTRUMENTS,):
             raise InstrumentIdError(
                 f"pipeline thresholds must have shape ({NUM_INSTRUMENTS},), got {self.thresholds.shape}"
@@ -52,19 +54,31 @@ class FeaturePipeline:
             raise InstrumentIdError("pipeline scaler_scale must be positive")
 
     @property
+    def width(self) -> int:
+        """Number of features the pipeline reads."""
+        return int(self.scaler_mean.shape[0])
+
+    @property
+    def has_pca(self) -> bool:
+        """False when the pipeline only standardizes (its PCA arrays are empty)."""
+        return self.pca_components.size > 0 or self.pca_mean.size > 0
+
+    @property
     def n_components(self) -> int:
-        """Number of PCA values the model reads."""
-        return int(self.pca_components.shape[0])
+        """Number of values the model reads: PCA components, or the width without PCA."""
+        return int(self.pca_components.shape[0]) if self.has_pca else self.width
 
     def transform(self, X: np.ndarray) -> np.ndarray:
-        """(n, 26) features -> (n, k) float32 PCA values, as StandardScaler -> PCA.transform."""
+        """(n, width) features -> (n, k) float32 model inputs, as StandardScaler -> PCA.transform."""
         X = np.asarray(X, dtype=np.float64)
-        if X.ndim != 2 or X.shape[1] != N_FEATURES:
+        if X.ndim != 2 or X.shape[1] != self.width:
             width = X.shape[-1] if X.ndim >= 1 else 0
-            raise InstrumentIdError(f"expected {N_FEATURES} features, got {width} (array shape {X.shape})")
+            raise InstrumentIdError(f"expected {self.width} features, got {width} (array shape {X.shape})")
         if not np.isfinite(X).all():
             raise InstrumentIdError("features contain NaN or infinity")
-        standardized = (X - self.scaler_mean) / self.scaler_scale  # (n, 26)
+        standardized = (X - self.scaler_mean) / self.scaler_scale  # (n, width)
+        if not self.has_pca:
+            return standardized.astype(np.float32)  # (n, width)
         return ((standardized - self.pca_mean) @ self.pca_components.T).astype(np.float32)  # (n, k)
 
     def decide(self, probabilities: np.ndarray) -> np.ndarray:

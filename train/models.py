@@ -99,14 +99,22 @@ def check_featureset(features: FeatureSet) -> None:
 
 
 def fit_pipeline(X_train: np.ndarray, n_components: int, verbose: bool = False) -> FeaturePipeline:
-    """Fit StandardScaler -> PCA(n_components) on training features; thresholds start at 0.5."""
+    """Fit StandardScaler -> PCA(n_components) on training features (0: no PCA); thresholds start at 0.5."""
+    width = X_train.shape[1]
+    if not 0 <= n_components <= width:
+        raise InstrumentIdError(f"pca_components must be 0 (no PCA) .. {width} (the feature width), got {n_components}")
     scaler = StandardScaler().fit(X_train)
-    pca = PCA(n_components=n_components, svd_solver="full").fit(scaler.transform(X_train))
-    if verbose:
-        cumulative = np.cumsum(pca.explained_variance_ratio_)
-        print(f"PCA {n_components} components, cumulative explained variance: {', '.join(f'{c:.3f}' for c in cumulative)}")
+    if n_components == 0:
+        pca_mean, pca_components = np.zeros(0), np.zeros((0, width))
+    else:
+        pca = PCA(n_components=n_components, svd_solver="full").fit(scaler.transform(X_train))
+        pca_mean, pca_components = pca.mean_, pca.components_
+        if verbose:
+            cumulative = np.cumsum(pca.explained_variance_ratio_)
+            print(f"PCA {n_components} components, cumulative explained variance: "
+                  f"{', '.join(f'{c:.3f}' for c in cumulative)}")
     return FeaturePipeline(
-        scaler_mean=scaler.mean_, scaler_scale=scaler.scale_, pca_mean=pca.mean_, pca_components=pca.components_,
+        scaler_mean=scaler.mean_, scaler_scale=scaler.scale_, pca_mean=pca_mean, pca_components=pca_components,
         thresholds=np.full(NUM_INSTRUMENTS, FALLBACK_THRESHOLD),
     )
 
