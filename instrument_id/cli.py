@@ -20,6 +20,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "sweep-window": ("train.sweep_window", "one RandomForest per window length, 1 to 12 s: macro-F1 and train time"),
     "ceiling": ("train.ceiling", "how far window-statistics models go on a corpus: shipped inputs vs richer ones"),
     "evaluate": ("train.evaluate", "score models on a feature cache or a labelled folder of clips: report, PR curves, PCA plot"),
+    "convert-musicnn": ("train.musicnn_convert", "convert the musicnn wheel's MTT_musicnn checkpoint into model_zoo/embeddings/musicnn"),
     "convert": ("tflite.convert", "convert an MLP model folder to .tflite files (float32, float16, dynamic, int8, raw audio)"),
     "predict": ("tflite.predict_cli", "name the instruments in audio clips with a .tflite model (edge runtime, no TensorFlow)"),
     "analyze": ("tflite.analyze_cli", "timeline of the instruments in a long recording: CSV, JSON and PNG, bounded memory"),

@@ -77,3 +77,11 @@ SEED26 = FeatureSetSpec(name="seed26", version=1, width=len(FEATURE_NAMES))
 def replace_settings(spec: FeatureSetSpec, **settings: Any) -> FeatureSetSpec:
     """A copy with some settings replaced."""
     return dataclasses.replace(spec, settings_json=json.dumps({**spec.settings, **settings}, sort_keys=True))
+
+
+def stored_feature_set(stored: dict[str, Any]) -> FeatureSetSpec:
+    """The feature set an artefact's JSON stores under 'feature_set'; artefacts written before feature sets existed
+    (no such key) computed the 26 means, so they are seed26 v1."""
+    if "feature_set" not in stored:
+        return SEED26
+    return FeatureSetSpec.from_dict(stored["feature_set"])

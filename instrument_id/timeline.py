@@ -20,6 +20,7 @@ import soxr
 
 from instrument_id.audio import to_mono
 from instrument_id.errors import InstrumentIdError
+from instrument_id.feature_sets import SEED26, FeatureSetSpec
 from instrument_id.instruments import NUM_INSTRUMENTS, column_names
 from instrument_id.params import AudioParams
 from instrument_id.pipeline import FeaturePipeline
@@ -33,6 +34,7 @@ class Scorer(Protocol):
     """What analysis needs of a model."""
 
     params: AudioParams
+    feature_set: FeatureSetSpec
     pipeline: FeaturePipeline
 
     def predict_proba_features(self, X: np.ndarray) -> np.ndarray:
@@ -62,6 +64,9 @@ class StreamAnalyzer:
                  batch_windows: int = BATCH_WINDOWS):
         if getattr(scorer, "params", params) != params:
             raise InstrumentIdError("the scorer was trained with other audio settings than the ones given")
+        if scorer.feature_set != SEED26:  # the stream shares STFT frames between windows: the 26 means only
+            raise InstrumentIdError(f"streaming analysis computes {SEED26.label}; this model reads "
+                                    f"{scorer.feature_set.label}")
         if rate_hz <= 0:
             raise InstrumentIdError(f"invalid sample rate {rate_hz} Hz")
         if batch_windows < 1:

@@ -1,7 +1,7 @@
 """Model folders: write one atomically, verify every file against its manifest, load it into a predictor.
 
-A model folder holds the weights (`model.keras` or `model.skops`), `pipeline.json` (the fitted FeaturePipeline and the
-AudioParams the features were computed with), `metrics.json` and `manifest.json`, which records the sha256 and size
+A model folder holds the weights (`model.keras` or `model.skops`), `pipeline.json` (the fitted FeaturePipeline, the
+AudioParams and the feature set its inputs were computed with), `metrics.json` and `manifest.json`, which records the sha256 and size
 of every other file plus a checksum of its own contents. Loading rebuilds AudioParams from what was stored.
 """
 
@@ -19,18 +19,21 @@ import numpy as np
 from instrument_id.atomic import atomic_dir, write_text_atomic
 from instrument_id.errors import InstrumentIdError
 from instrument_id.instruments import column_names
-from instrument_id.params import FEATURE_NAMES, AudioParams
+from instrument_id.feature_sets import FeatureSetSpec, stored_feature_set
+from instrument_id.params import AudioParams
 from instrument_id.pipeline import FeaturePipeline
 from model_zoo import backends
 
 MANIFEST_FILE = "manifest.json"
 PIPELINE_FILE = "pipeline.json"
 METRICS_FILE = "metrics.json"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2 stores the feature set; 1 (the 26 means, before feature sets) still loads as seed26
+READABLE_FORMATS = (1, 2)
 MANIFEST_KEYS = (
     "format_version", "kind", "name", "version", "created_utc", "weights_file", "labels", "feature_names",
-    "params", "training_data", "architecture", "files", "content_sha256",
+    "feature_set", "params", "training_data", "architecture", "files", "content_sha256",
 )
+FORMAT_1_KEYS = tuple(key for key in MANIFEST_KEYS if key != "feature_set")
 
 
 def file_digest(path: Path) -> dict[str, Any]:
@@ -60,6 +63,7 @@ def save_model_dir(
     model: Any,
     pipeline: FeaturePipeline,
     params: AudioParams,
+    feature_set: FeatureSetSpec,
     metrics: dict[str, Any],
     training_data: dict[str, Any],
     architecture: dict[str, Any],
@@ -67,16 +71,14 @@ def save_model_dir(
     """Write a complete model folder at out_dir atomically (an existing one is replaced only once the new is whole)."""
     if kind not in backends.WEIGHTS_FILES:
         raise InstrumentIdError(f"unknown model kind {kind!r}; expected one of {sorted(backends.WEIGHTS_FILES)}")
-    if pipeline.n_components != params.pca_components:
-        raise InstrumentIdError(
-            f"pipeline has {pipeline.n_components} PCA components but params say {params.pca_components}"
-        )
+    _check_pipeline(pipeline, params, feature_set, "the pipeline")
     out_dir = Path(out_dir)
     weights_file = backends.WEIGHTS_FILES[kind]
     with atomic_dir(out_dir) as tmp:
         tmp.chmod(0o755)  # mkdtemp makes it owner-only; a server running as another user must read it
         backends.save_weights(kind, model, tmp / weights_file)
-        (tmp / PIPELINE_FILE).write_text(_dumps({"pipeline": pipeline.to_dict(), "params": params.to_dict()}))
+        (tmp / PIPELINE_FILE).write_text(_dumps({"pipeline": pipeline.to_dict(), "params": params.to_dict(),
+                                                 "feature_set": feature_set.to_dict()}))
         (tmp / METRICS_FILE).write_text(_dumps(metrics))
         files = {path.name: file_digest(path) for path in sorted(tmp.iterdir())}
         manifest = {
@@ -87,7 +89,8 @@ def save_model_dir(
             "created_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "weights_file": weights_file,
             "labels": column_names(),
-            "feature_names": list(FEATURE_NAMES),
+            "feature_names": feature_set.columns,
+            "feature_set": feature_set.to_dict(),
             "params": params.to_dict(),
             "training_data": training_data,
             "architecture": architecture,
@@ -113,18 +116,38 @@ def _read_manifest(model_dir: Path) -> dict[str, Any]:
     if not path.is_file():
         raise InstrumentIdError(f"{path}: missing; this is not a model folder")
     manifest = _read_json(path)
-    if not isinstance(manifest, dict) or sorted(manifest) != sorted(MANIFEST_KEYS):
-        found = sorted(manifest) if isinstance(manifest, dict) else type(manifest).__name__
-        raise InstrumentIdError(f"{path}: expected keys {sorted(MANIFEST_KEYS)}, found {found}")
-    if manifest["format_version"] != FORMAT_VERSION:
-        raise InstrumentIdError(f"{path}: model format {manifest['format_version']} is not {FORMAT_VERSION}")
+    version = manifest.get("format_version") if isinstance(manifest, dict) else None
+    if version not in READABLE_FORMATS:
+        raise InstrumentIdError(f"{path}: model format {version} is not one of {READABLE_FORMATS}")
+    keys = MANIFEST_KEYS if version == FORMAT_VERSION else FORMAT_1_KEYS
+    if sorted(manifest) != sorted(keys):
+        raise InstrumentIdError(f"{path}: expected keys {sorted(keys)}, found {sorted(manifest)}")
     if manifest["content_sha256"] != _content_sha256(manifest):
         raise InstrumentIdError(f"{path}: altered (its content checksum does not match)")
     if manifest["labels"] != column_names():
         raise InstrumentIdError(f"{path}: instrument order {manifest['labels']} differs from {column_names()}")
-    if manifest["feature_names"] != list(FEATURE_NAMES):
-        raise InstrumentIdError(f"{path}: feature names differ from this version's {list(FEATURE_NAMES)}")
+    try:
+        feature_set = stored_feature_set(manifest)
+    except InstrumentIdError as exc:
+        raise InstrumentIdError(f"{path}: {exc}") from None
+    if manifest["feature_names"] != feature_set.columns:
+        raise InstrumentIdError(f"{path}: feature names differ from those of {feature_set.label}")
     return manifest
+
+
+def manifest_feature_set(manifest: dict[str, Any]) -> FeatureSetSpec:
+    """The feature set a verified manifest names (seed26 for format 1)."""
+    return stored_feature_set(manifest)
+
+
+def _check_pipeline(pipeline: FeaturePipeline, params: AudioParams, feature_set: FeatureSetSpec, where: str) -> None:
+    """The pipeline reads the feature set's width and gives as many values as params' PCA size says."""
+    if pipeline.width != feature_set.width:
+        raise InstrumentIdError(f"{where} reads {pipeline.width} features but {feature_set.label} has {feature_set.width}")
+    expected = params.pca_components or feature_set.width  # 0: no PCA
+    if pipeline.n_components != expected:
+        raise InstrumentIdError(f"{where} gives {pipeline.n_components} values but params say PCA "
+                                f"{params.pca_components} ({expected} values)")
 
 
 def verify_model_dir(path: str | Path, *, allow_extra: frozenset[str] = frozenset()) -> dict[str, Any]:
@@ -177,30 +200,50 @@ def add_file_to_manifest(model_dir: str | Path, filename: str) -> dict[str, Any]
     return manifest
 
 
+def read_pipeline_json(path: Path) -> tuple[FeaturePipeline, AudioParams, FeatureSetSpec]:
+    """A model folder's pipeline.json -> (pipeline, audio settings, feature set), checked against each other; the one
+    reader of that file (the zoo's loader and the edge runtime's feature-level .tflite both use it)."""
+    if not path.is_file():
+        raise InstrumentIdError(f"{path}: missing; a feature-level model needs the {PIPELINE_FILE} of its model folder")
+    stored = _read_json(path)
+    if not isinstance(stored, dict) or not {"pipeline", "params"} <= set(stored) <= {"pipeline", "params", "feature_set"}:
+        found = sorted(stored) if isinstance(stored, dict) else type(stored).__name__
+        raise InstrumentIdError(f"{path}: expected keys ['feature_set', 'params', 'pipeline'], found {found}")
+    try:
+        params = AudioParams.from_dict(stored["params"])
+        pipeline = FeaturePipeline.from_dict(stored["pipeline"])
+        feature_set = stored_feature_set(stored)
+    except (InstrumentIdError, TypeError) as exc:
+        raise InstrumentIdError(f"{path}: {exc}") from None
+    _check_pipeline(pipeline, params, feature_set, str(path))
+    return pipeline, params, feature_set
+
+
 @dataclass
 class ZooModel:
-    """A verified, loaded model: the audio settings it was trained with, its pipeline and its back end."""
+    """A verified, loaded model: the audio settings and feature set it was trained with, its pipeline and back end."""
 
     path: Path
     kind: str
     name: str
     version: str
     params: AudioParams
+    feature_set: FeatureSetSpec
     pipeline: FeaturePipeline
     manifest: dict[str, Any]
     metrics: dict[str, Any]
     model: Any
 
     def predict_proba_pca(self, Z: np.ndarray) -> np.ndarray:
-        """(n, k) PCA values -> (n, 11) probabilities."""
+        """(n, k) pipeline values -> (n, 11) probabilities."""
         return backends.predict_proba(self.kind, self.model, Z)
 
     def predict_proba_features(self, X: np.ndarray) -> np.ndarray:
-        """(n, 26) features -> (n, 11) probabilities."""
-        return self.predict_proba_pca(self.pipeline.transform(X))  # (n, 26) -> (n, k) -> (n, 11)
+        """(n, width) feature-set values -> (n, 11) probabilities."""
+        return self.predict_proba_pca(self.pipeline.transform(X))  # (n, width) -> (n, k) -> (n, 11)
 
     def predict(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(n, 26) features -> ((n, 11) probabilities, (n, 11) bool decisions at the stored thresholds)."""
+        """(n, width) features -> ((n, 11) probabilities, (n, 11) bool decisions at the stored thresholds)."""
         probabilities = self.predict_proba_features(X)
         return probabilities, self.pipeline.decide(probabilities)
 
@@ -209,20 +252,12 @@ def load_model(path: str | Path) -> ZooModel:
     """Verify a model folder and load it; any missing, altered or inconsistent file raises InstrumentIdError."""
     model_dir = Path(path)
     manifest = verify_model_dir(model_dir)
-    stored = _read_json(model_dir / PIPELINE_FILE)
-    if not isinstance(stored, dict) or set(stored) != {"pipeline", "params"}:
-        raise InstrumentIdError(f"{model_dir / PIPELINE_FILE}: expected keys ['params', 'pipeline']")
-    if stored["params"] != manifest["params"]:
+    pipeline, params, feature_set = read_pipeline_json(model_dir / PIPELINE_FILE)
+    if params.to_dict() != manifest["params"]:
         raise InstrumentIdError(f"{model_dir / PIPELINE_FILE}: audio settings differ from the manifest's")
-    try:
-        params = AudioParams.from_dict(stored["params"])
-        pipeline = FeaturePipeline.from_dict(stored["pipeline"])
-    except (InstrumentIdError, TypeError) as exc:
-        raise InstrumentIdError(f"{model_dir / PIPELINE_FILE}: {exc}") from None
-    if pipeline.n_components != params.pca_components:
-        raise InstrumentIdError(
-            f"{model_dir / PIPELINE_FILE}: {pipeline.n_components} PCA components but params say {params.pca_components}"
-        )
+    if feature_set != manifest_feature_set(manifest):
+        raise InstrumentIdError(f"{model_dir / PIPELINE_FILE}: feature set {feature_set.label} differs from the "
+                                f"manifest's {manifest_feature_set(manifest).label}")
     metrics = _read_json(model_dir / METRICS_FILE)
     model = backends.load_weights(manifest["kind"], model_dir / manifest["weights_file"])
     width = backends.model_input_width(manifest["kind"], model)
@@ -232,5 +267,5 @@ def load_model(path: str | Path) -> ZooModel:
         )
     return ZooModel(
         path=model_dir, kind=manifest["kind"], name=manifest["name"], version=manifest["version"], params=params,
-        pipeline=pipeline, manifest=manifest, metrics=metrics, model=model,
+        feature_set=feature_set, pipeline=pipeline, manifest=manifest, metrics=metrics, model=model,
     )

@@ -24,4 +24,13 @@ if [ ! -x .venv/bin/python ]; then
 fi
 .venv/bin/python -m pip install -q --upgrade pip
 .venv/bin/python -m pip install -q -e '.[train,serve,test]'
+# musicnn's wheel pins numpy<1.17, so it is fetched, never installed: its TF1 checkpoint is the source that
+# `instrument-id convert-musicnn` converts and the tests hold the shipped conversion to
+if [ ! -f .cache/musicnn/musicnn-0.1.0-py3-none-any.whl ]; then
+  if ! .venv/bin/python -m pip download -q --no-deps musicnn==0.1.0 -d .cache/musicnn; then
+    echo "setup: could not fetch the musicnn wheel from PyPI; the shipped embedding still works, but its conversion" >&2
+    echo "  check (tests/test_musicnn.py) skips. Fetch it where PyPI is reachable and copy it here:" >&2
+    echo "  pip download --no-deps musicnn==0.1.0 -d .cache/musicnn" >&2
+  fi
+fi
 echo "setup: ready (.venv)"

@@ -20,10 +20,12 @@ import numpy as np
 
 from instrument_id.audio import frame_windows
 from instrument_id.errors import InstrumentIdError
-from instrument_id.features import compute_features, extractor_for
+from instrument_id.feature_sets import FeatureSetSpec
 from instrument_id.params import AudioParams
 from instrument_id.pipeline import FeaturePipeline
 from model_zoo import ZooModel, load_model, verify_model_dir
+from model_zoo.featurizers import featurize, warm_up
+from model_zoo.zoo import manifest_feature_set
 from serving.config import ModelConfig
 from serving.decode import DecodedClip
 
@@ -50,13 +52,13 @@ def use_one_blas_thread() -> None:
 
 
 class ClipAnalysis:
-    """One request's clip, windowed and featurized once per distinct AudioParams and shared by every model."""
+    """One request's clip, windowed once per AudioParams and featurized once per feature set, shared by every model."""
 
     def __init__(self, clip: DecodedClip) -> None:
         self.clip = clip
         self.features_ms = 0.0
         self._windows: dict[AudioParams, np.ndarray] = {}
-        self._features: dict[AudioParams, np.ndarray] = {}
+        self._features: dict[tuple[AudioParams, FeatureSetSpec], np.ndarray] = {}
         self.padded_rates: set[int] = set()
 
     def windows(self, params: AudioParams) -> np.ndarray:
@@ -70,18 +72,19 @@ class ClipAnalysis:
             self.features_ms += 1e3 * (time.perf_counter() - start)
         return self._windows[params]
 
-    def features(self, params: AudioParams) -> np.ndarray:
-        """(n_windows, 26) float32 features of windows(params)."""
-        if params not in self._features:
+    def features(self, params: AudioParams, feature_set: FeatureSetSpec) -> np.ndarray:
+        """(n_windows, width) float32 values of the feature set for windows(params)."""
+        key = (params, feature_set)
+        if key not in self._features:
             windows = self.windows(params)
             start = time.perf_counter()
             with np.errstate(over="ignore", invalid="ignore"), single_blas_thread():  # overflow is checked below
-                features = compute_features(windows, params)  # (n, samples) -> (n, 26)
+                features = featurize(windows, params, feature_set)  # (n, samples) -> (n, width)
             self.features_ms += 1e3 * (time.perf_counter() - start)
             if not np.isfinite(features).all():  # finite samples of absurd amplitude overflow the power spectrum
                 raise InstrumentIdError("the audio's features overflow (samples far outside -1..1?); send normalized audio")
-            self._features[params] = features
-        return self._features[params]
+            self._features[key] = features
+        return self._features[key]
 
     def warnings(self, params: AudioParams) -> list[str]:
         """Human-readable notes on how the clip was analyzed."""
@@ -123,6 +126,7 @@ class ServedModel:
     manifest: dict[str, Any]
     metrics: dict[str, Any]
     params: AudioParams
+    feature_set: FeatureSetSpec
     pipeline: FeaturePipeline
     tflite_file: str | None = None
     edge: Any = None  # tflite.runtime.EdgeModel when runtime == "tflite"
@@ -148,6 +152,7 @@ class ServedModel:
             "training_fingerprint": self.manifest["training_data"].get("corpus_fingerprint"),
             "training_data": self.manifest["training_data"],
             "params": self.params.to_dict(),
+            "feature_set": self.feature_set.to_dict(),
             "thresholds": dict(zip(self.manifest["labels"], self.pipeline.thresholds.tolist())),
             "test_metrics": {key: value for key, value in test.items() if key != "per_instrument"},
             "test_per_instrument": test.get("per_instrument", {}),
@@ -158,9 +163,9 @@ class ServedModel:
         if self.edge is not None and self.edge.kind == "raw_audio":
             rows = analysis.windows(self.params)  # (n, window_samples): the graph computes the features
         elif self.edge is not None:
-            rows = self.pipeline.transform(analysis.features(self.params))  # (n, 26) -> (n, k)
+            rows = self.pipeline.transform(analysis.features(self.params, self.feature_set))  # (n, 26) -> (n, k)
         else:
-            features = analysis.features(self.params)  # (n, 26)
+            features = analysis.features(self.params, self.feature_set)  # (n, 26)
             probabilities = self.zoo.predict_proba_features(features)  # (n, 11)
             return probabilities, self.pipeline.decide(probabilities)
         with self._lock:
@@ -172,7 +177,7 @@ class ServedModel:
         return self.edge is None or self.edge.kind != "raw_audio"
 
     def predict_proba_features(self, features: np.ndarray) -> np.ndarray:
-        """(n, 26) features -> (n, 11) probabilities: the Scorer that instrument_id.timeline.analyze_signal calls."""
+        """(n, width) features -> (n, 11) probabilities: the Scorer that instrument_id.timeline.analyze_signal calls."""
         if not self.scores_features:
             raise InstrumentIdError(f"model {self.name} runs a raw-audio TFLite graph, which takes windows, not features")
         if not np.isfinite(features).all():  # finite samples of absurd amplitude overflow the power spectrum
@@ -228,15 +233,15 @@ def _load_tflite(config: ModelConfig, manifest: dict[str, Any]) -> ServedModel:
             f"{tflite_path}: not listed in {config.path / 'manifest.json'}; create it with "
             f"`instrument-id convert --model {config.path} --quant ...` or serve the folder with runtime \"zoo\""
         )
-    pipeline, params = read_pipeline_json(config.path / "pipeline.json", tflite_path)
-    if params != AudioParams.from_dict(manifest["params"]):
-        raise InstrumentIdError(f"{config.path / 'pipeline.json'}: audio settings differ from the manifest's")
+    pipeline, params, feature_set = read_pipeline_json(config.path / "pipeline.json", tflite_path)
+    if params != AudioParams.from_dict(manifest["params"]) or feature_set != manifest_feature_set(manifest):
+        raise InstrumentIdError(f"{config.path / 'pipeline.json'}: audio settings or feature set differ from the manifest's")
     edge = EdgeModel(tflite_path, num_threads=1)  # one thread: µs-sized invokes, and safe to fork after loading
     if edge.params != params:
         raise InstrumentIdError(f"{tflite_path}: converted with other audio settings than its folder's")
     return ServedModel(
         name=config.name, runtime="tflite", path=config.path, manifest=manifest,
-        metrics=_read_json(config.path / "metrics.json"), params=params, pipeline=pipeline,
+        metrics=_read_json(config.path / "metrics.json"), params=params, feature_set=feature_set, pipeline=pipeline,
         tflite_file=config.tflite_file, edge=edge,
     )
 
@@ -250,7 +255,7 @@ def load_served_model(config: ModelConfig) -> ServedModel:
         zoo = _load_zoo(config.path, manifest)
         served = ServedModel(
             name=config.name, runtime="zoo", path=config.path, manifest=zoo.manifest, metrics=zoo.metrics,
-            params=zoo.params, pipeline=zoo.pipeline, zoo=zoo,
+            params=zoo.params, feature_set=zoo.feature_set, pipeline=zoo.pipeline, zoo=zoo,
         )
-    extractor_for(served.params)  # banks built and kernels compiled here, before gunicorn forks the workers
+    warm_up(served.params, served.feature_set)  # banks built, kernels compiled, networks loaded before gunicorn forks
     return served

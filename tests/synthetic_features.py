@@ -6,6 +6,7 @@ from typing import Any
 
 import numpy as np
 
+from instrument_id.feature_sets import SEED26
 from instrument_id.instruments import NUM_INSTRUMENTS
 from instrument_id.params import FEATURE_NAMES, AudioParams
 from train.featureset import FeatureSet
@@ -33,7 +34,7 @@ def make_featureset(
     cut_valid = cut_train + int(n_windows * SPLIT_FRACTIONS["valid"])
     split = np.array(["train"] * cut_train + ["valid"] * (cut_valid - cut_train) + ["test"] * (n_windows - cut_valid))
     config: dict[str, Any] = {
-        "params": params.to_dict(), "augment": 0, "split": "synthetic", "seed": seed,
+        "params": params.to_dict(), "feature_set": SEED26.to_dict(), "augment": 0, "split": "synthetic", "seed": seed,
         "corpus_fingerprint": f"synthetic-{seed}-{n_windows}",
     }
     return FeatureSet(

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from sklearn.preprocessing import FunctionTransformer
 
+from instrument_id.feature_sets import SEED26
 from instrument_id.errors import InstrumentIdError
 from instrument_id.params import AudioParams
 from model_zoo import add_file_to_manifest, load_model, save_model_dir, verify_model_dir
@@ -40,7 +41,7 @@ def trained(features):
 def _save(model, out: Path, params: AudioParams | None = None) -> Path:
     return save_model_dir(
         out, kind=model.kind, name=model.name, model=model.model, pipeline=model.pipeline,
-        params=params or AudioParams(), metrics={"note": "test"}, training_data={"corpus_fingerprint": "abc"},
+        params=params or AudioParams(), feature_set=SEED26, metrics={"note": "test"}, training_data={"corpus_fingerprint": "abc"},
         architecture=model.architecture,
     )
 
@@ -145,7 +146,7 @@ def test_unknown_skops_types_are_refused_not_loaded(tmp_path, features, trained)
     model = FunctionTransformer(negate).fit(pipeline.transform(features.subset("train")[0]))
     folder = save_model_dir(
         tmp_path / "m", kind="sklearn", name="odd", model=model, pipeline=pipeline, params=AudioParams(),
-        metrics={}, training_data={}, architecture={},
+        feature_set=SEED26, metrics={}, training_data={}, architecture={},
     )
     with pytest.raises(InstrumentIdError, match=r"model.skops: refusing to load unexpected types \[.*negate"):
         load_model(folder)
@@ -158,7 +159,7 @@ def test_failed_save_leaves_the_existing_folder_untouched(tmp_path, trained):
         # a scikit-learn model cannot be written as Keras: fails inside the atomic folder, after writing began
         save_model_dir(
             folder, kind="keras", name="broken", model=trained["sklearn"].model, pipeline=trained["sklearn"].pipeline,
-            params=AudioParams(), metrics={}, training_data={}, architecture={},
+            params=AudioParams(), feature_set=SEED26, metrics={}, training_data={}, architecture={},
         )
     assert {p.name: p.read_bytes() for p in folder.iterdir()} == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m"]  # no temporary folder left behind

@@ -21,6 +21,7 @@ import numpy as np
 
 from instrument_id.atomic import write_bytes_atomic
 from instrument_id.errors import InstrumentIdError
+from instrument_id.feature_sets import SEED26, FeatureSetSpec
 from instrument_id.instruments import column_names
 from instrument_id.params import AudioParams
 from instrument_id.pipeline import FeaturePipeline
@@ -96,7 +97,8 @@ def with_metadata(model: bytes, meta: dict[str, Any]) -> bytes:
 
 
 def convert_variant(
-    quant: str, keras_model: Any, pipeline: FeaturePipeline, params: AudioParams, representative: np.ndarray | None = None
+    quant: str, keras_model: Any, pipeline: FeaturePipeline, params: AudioParams, representative: np.ndarray | None = None,
+    feature_set: FeatureSetSpec = SEED26,
 ) -> bytes:
     """One variant's .tflite bytes, builtin ops only, with its metadata."""
     from tflite.graphs import dense_layers, feature_model_function, raw_audio_function
@@ -106,6 +108,9 @@ def convert_variant(
     if quant == "int8" and representative is None:
         raise InstrumentIdError("full-integer int8 needs a representative dataset: pass --features FILE")
     layers = dense_layers(keras_model)
+    if quant == "raw" and feature_set != SEED26:
+        raise InstrumentIdError(f"a raw-audio graph computes {SEED26.label} in TensorFlow ops; this model reads "
+                                f"{feature_set.label}: convert its feature-level variants instead")
     if quant == "raw":
         function = raw_audio_function(layers, pipeline, params)
     else:
@@ -113,7 +118,7 @@ def convert_variant(
     model = _convert(function, quant, representative)
     meta = {
         "format": METADATA_FORMAT, "variant": quant, "input": "audio" if quant == "raw" else "pca_values",
-        "params": params.to_dict(), "labels": column_names(),
+        "params": params.to_dict(), "feature_set": feature_set.to_dict(), "labels": column_names(),
         # informational for raw models (the decisions output applies them); feature models use pipeline.json
         "thresholds": pipeline.thresholds.tolist(),
     }
@@ -164,7 +169,8 @@ def convert_model_dir(model_dir: str | Path, quant: str, features_path: str | Pa
     written = []
     for name in quants:
         start = time.perf_counter()
-        data = convert_variant(name, zoo_model.model, zoo_model.pipeline, zoo_model.params, representative)
+        data = convert_variant(name, zoo_model.model, zoo_model.pipeline, zoo_model.params, representative,
+                               zoo_model.feature_set)
         listed = verify_model_dir(model_dir)["files"]
         status = _register(model_dir, VARIANT_FILES[name], data, listed)
         print(f"{status} {model_dir / VARIANT_FILES[name]}: {len(data):,} bytes ({time.perf_counter() - start:.1f} s)")

@@ -73,9 +73,11 @@ def mlp_graph(z: tf.Tensor, layers: list[DenseLayer]) -> tf.Tensor:
 
 
 def pca_graph(features: tf.Tensor, pipeline: FeaturePipeline) -> tf.Tensor:
-    """(batch, 26) features -> (batch, k) PCA values, as FeaturePipeline.transform in float32."""
+    """(batch, width) features -> (batch, k) model inputs, as FeaturePipeline.transform in float32 (PCA optional)."""
     standardized = (features - pipeline.scaler_mean.astype(np.float32)) / pipeline.scaler_scale.astype(np.float32)
-    centered = standardized - pipeline.pca_mean.astype(np.float32)  # (batch, 26)
+    if not pipeline.has_pca:
+        return standardized  # (batch, width)
+    centered = standardized - pipeline.pca_mean.astype(np.float32)  # (batch, width)
     return tf.matmul(centered, tf.constant(pipeline.pca_components.T.astype(np.float32)))  # (batch, k)
 
 

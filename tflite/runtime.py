@@ -19,10 +19,11 @@ import numpy as np
 
 from instrument_id.audio import frame_windows
 from instrument_id.errors import InstrumentIdError
-from instrument_id.features import compute_features, extractor_for
 from instrument_id.instruments import NUM_INSTRUMENTS, column_names
-from instrument_id.params import FEATURE_NAMES, AudioParams
+from instrument_id.feature_sets import FeatureSetSpec, stored_feature_set
+from instrument_id.params import AudioParams
 from instrument_id.pipeline import FeaturePipeline
+from model_zoo.featurizers import featurize, warm_up
 from tflite.tflite_file import instrument_id_metadata, read_tflite_bytes
 
 PIPELINE_FILE = "pipeline.json"  # written by model_zoo beside the weights: {"pipeline": ..., "params": ...}
@@ -77,18 +78,16 @@ def load_interpreter(path: str | Path, num_threads: int | None = None) -> Any:
     return _open(Path(path), num_threads)[1]
 
 
-def read_pipeline_json(path: Path, for_model: Path) -> tuple[FeaturePipeline, AudioParams]:
-    """The FeaturePipeline and AudioParams stored in a model folder's pipeline.json."""
+def read_pipeline_json(path: Path, for_model: Path) -> tuple[FeaturePipeline, AudioParams, FeatureSetSpec]:
+    """The FeaturePipeline, AudioParams and feature set stored in a model folder's pipeline.json (the zoo's reader)."""
+    from model_zoo.zoo import read_pipeline_json as read_stored
+
     if not path.is_file():
         raise InstrumentIdError(
-            f"{for_model} is a feature-level model (PCA values in); it needs the {PIPELINE_FILE} of its model folder "
-            f"beside it, and {path} is missing"
+            f"{for_model} is a feature-level model (pipeline values in); it needs the {PIPELINE_FILE} of its model "
+            f"folder beside it, and {path} is missing"
         )
-    try:
-        stored = json.loads(path.read_text(encoding="utf-8"))
-        return FeaturePipeline.from_dict(stored["pipeline"]), AudioParams.from_dict(stored["params"])
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, InstrumentIdError) as exc:
-        raise InstrumentIdError(f"{path}: not a valid {PIPELINE_FILE} ({exc})") from None
+    return read_stored(path)
 
 
 def _io_details(interpreter: Any, path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -153,7 +152,8 @@ class EdgeModel:
         self.input_width = int(shape[1])
         self.batch_size = None if shape[0] == -1 else int(shape[0])  # None: any batch size
         self._check_outputs()
-        self.kind = "features" if self.input_width <= len(FEATURE_NAMES) else "raw_audio"
+        # a raw-audio graph decides inside (its decisions output); a feature graph reads pipeline values
+        self.kind = "raw_audio" if DECISIONS in self._outputs else "features"
         self.pipeline: FeaturePipeline | None = None
         self._load_settings()
 
@@ -179,7 +179,8 @@ class EdgeModel:
             except (InstrumentIdError, TypeError) as exc:
                 raise InstrumentIdError(f"{self.path}: stored audio settings are invalid ({exc})") from None
         if self.kind == "features":
-            self.pipeline, self.params = read_pipeline_json(self.path.with_name(PIPELINE_FILE), self.path)
+            self.pipeline, self.params, self.feature_set = read_pipeline_json(self.path.with_name(PIPELINE_FILE),
+                                                                              self.path)
             if self.input_width != self.pipeline.n_components:
                 raise InstrumentIdError(
                     f"{self.path}: reads {self.input_width} values, but {self.path.with_name(PIPELINE_FILE)} gives "
@@ -187,7 +188,7 @@ class EdgeModel:
                 )
             if stored is not None and stored != self.params:
                 raise InstrumentIdError(f"{self.path}: converted with other audio settings than {PIPELINE_FILE}")
-            extractor_for(self.params)  # build the filter banks now, not inside the first clip's timing
+            warm_up(self.params, self.feature_set)  # banks and networks now, not inside the first clip's timing
             return
         if stored is None:
             raise InstrumentIdError(
@@ -195,13 +196,12 @@ class EdgeModel:
                 "convert it with `instrument-id convert --quant raw`"
             )
         self.params = stored
+        self.feature_set = stored_feature_set(self.metadata)
         if self.input_width != self.params.window_samples:
             raise InstrumentIdError(
                 f"{self.path}: reads {self.input_width} samples, expected {self.params.window_samples} "
                 f"({self.params.window_seconds} s at {self.params.sample_rate_hz} Hz)"
             )
-        if DECISIONS not in self._outputs:
-            raise InstrumentIdError(f"{self.path}: a raw-audio model needs a {DECISIONS!r} output")
 
     def _set_input(self, block: np.ndarray) -> None:
         """Write one (batch, width) float32 block, quantized when the model takes integers."""
@@ -263,7 +263,7 @@ class EdgeModel:
         """(n, window_samples) audio -> the model's (n, input_width) inputs: PCA values, or the audio itself."""
         if self.pipeline is None:
             return windows
-        return self.pipeline.transform(compute_features(windows, self.params))  # (n, 26) -> (n, k)
+        return self.pipeline.transform(featurize(windows, self.params, self.feature_set))  # (n, width) -> (n, k)
 
     def predict_clip(self, y: np.ndarray, name: str = "clip") -> EdgePrediction:
         """(samples,) mono audio at params.sample_rate_hz -> EdgePrediction; a clip shorter than the window is

@@ -13,8 +13,8 @@ from typing import Any
 import numpy as np
 
 from instrument_id.errors import InstrumentIdError
-from instrument_id.features import extractor_for
 from instrument_id.instruments import NUM_INSTRUMENTS
+from instrument_id.feature_sets import FeatureSetSpec
 from instrument_id.params import AudioParams
 from instrument_id.pipeline import FeaturePipeline
 
@@ -33,6 +33,7 @@ class LoadedScorer:
     version: str
     kind: str
     params: AudioParams
+    feature_set: FeatureSetSpec
     pipeline: FeaturePipeline
     backend: Any  # tflite.runtime.EdgeModel or model_zoo.ZooModel
 
@@ -69,19 +70,22 @@ def load_scorer(model_dir: str | Path, runtime: str = "auto") -> LoadedScorer:
     if runtime == "tflite" or (runtime == "auto" and has_tflite):
         from tflite.runtime import EdgeModel, read_pipeline_json
 
-        pipeline, params = read_pipeline_json(path / "pipeline.json", path / TFLITE_FILE)
+        pipeline, params, feature_set = read_pipeline_json(path / "pipeline.json", path / TFLITE_FILE)
         if params != AudioParams.from_dict(manifest["params"]):
             raise InstrumentIdError(f"{path / 'pipeline.json'}: audio settings differ from the manifest's")
         edge = EdgeModel(path / TFLITE_FILE, num_threads=1)  # one window batch at a time: threads only add overhead
         if edge.kind != "features" or edge.params != params:
             raise InstrumentIdError(f"{path / TFLITE_FILE}: not the feature-level model of this folder")
         return LoadedScorer(path=path, runtime="tflite", name=manifest["name"], version=manifest["version"],
-                            kind=manifest["kind"], params=params, pipeline=pipeline, backend=edge)
+                            kind=manifest["kind"], params=params, feature_set=feature_set, pipeline=pipeline,
+                            backend=edge)
     from model_zoo import load_model
 
     zoo = load_model(path)
     if hasattr(zoo.model, "n_jobs"):  # a parallelism hint, not a weight: batches of 256 windows gain nothing from it
         zoo.model.n_jobs = 1
-    extractor_for(zoo.params)  # build the filter banks now, not inside the first block's timing
+    from model_zoo.featurizers import warm_up
+
+    warm_up(zoo.params, zoo.feature_set)  # build the filter banks now, not inside the first block's timing
     return LoadedScorer(path=path, runtime="zoo", name=zoo.name, version=zoo.version, kind=zoo.kind,
-                        params=zoo.params, pipeline=zoo.pipeline, backend=zoo)
+                        params=zoo.params, feature_set=zoo.feature_set, pipeline=zoo.pipeline, backend=zoo)

@@ -17,9 +17,10 @@ from tqdm import tqdm
 
 from instrument_id.audio import frame_windows, load_mono
 from instrument_id.errors import InstrumentIdError
-from instrument_id.features import compute_features
+from instrument_id.feature_sets import FeatureSetSpec
 from instrument_id.instruments import NUM_INSTRUMENTS, column_names
 from instrument_id.params import AudioParams
+from model_zoo.featurizers import featurize
 
 FILE_COLUMN = "file"
 
@@ -94,12 +95,13 @@ def read_labels(labels_csv: str | Path, clips_dir: str | Path) -> LabelledClips:
     return LabelledClips(labels_csv=labels_csv, paths=paths, Y=Y, metadata=metadata)
 
 
-def clip_window_features(clips: LabelledClips, params: AudioParams, progress: bool = True) -> list[np.ndarray]:
-    """Per clip, (n_windows, 26) features of its windows at these audio settings."""
+def clip_window_features(clips: LabelledClips, params: AudioParams, spec: FeatureSetSpec,
+                         progress: bool = True) -> list[np.ndarray]:
+    """Per clip, (n_windows, width) values of the feature set for its windows at these audio settings."""
     out = []
     for path in tqdm(clips.paths, desc="clip features", unit="clip", disable=None if progress else True):
         y = load_mono(path, params)  # (samples,) mono at params.sample_rate_hz
-        out.append(compute_features(frame_windows(y, params), params))  # (n_windows, samples) -> (n_windows, 26)
+        out.append(featurize(frame_windows(y, params), params, spec))  # (n_windows, samples) -> (n_windows, width)
     return out
 
 

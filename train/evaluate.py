@@ -127,14 +127,14 @@ def latency_clip(sample_rate_hz: int, window_samples: int) -> np.ndarray:
 
 def clip_latency_ms(model: Any, runs: int) -> dict[str, float]:
     """Median ms to name the instruments of one window-long clip: features, model, and both together."""
-    from instrument_id.features import compute_features
+    from model_zoo.featurizers import featurize
 
-    params = model.params
+    params, spec = model.params, model.feature_set
     clip = latency_clip(params.sample_rate_hz, params.window_samples)
-    X = compute_features(clip, params)  # (1, 26)
+    X = featurize(clip, params, spec)  # (1, width)
     return {
-        "latency_ms_per_clip": median_ms(lambda: model.predict(compute_features(clip, params)), runs),
-        "features_ms_per_clip": median_ms(lambda: compute_features(clip, params), runs),
+        "latency_ms_per_clip": median_ms(lambda: model.predict(featurize(clip, params, spec)), runs),
+        "features_ms_per_clip": median_ms(lambda: featurize(clip, params, spec), runs),
         "model_ms_per_clip": median_ms(lambda: model.predict(X), runs),
     }
 
@@ -144,7 +144,7 @@ def _model_entry(model: Any) -> dict[str, Any]:
 
     return {
         "name": model.name, "kind": model.kind, "version": model.version, "path": str(model.path),
-        "pca_components": model.params.pca_components,
+        "pca_components": model.params.pca_components, "feature_set": model.feature_set.to_dict(),
         "thresholds": dict(zip(column_names(), model.pipeline.thresholds.tolist())),
     }
 
@@ -175,6 +175,7 @@ def check_same_audio_settings(path: Path, features: Any, models: dict[str, Any])
         differ = [f"{k} {theirs.get(k)!r} vs the model's {v!r}" for k, v in ours.items() if theirs.get(k) != v]
         if differ:
             raise InstrumentIdError(f"{path}: computed with other audio settings than {model.path} ({'; '.join(differ)})")
+        model.feature_set.check_same(features.feature_set, f"model {model.path}", f"feature cache {path}")
 
 
 def pca_explained_variance(features: Any, chosen_components: int) -> dict[str, Any]:
@@ -239,12 +240,13 @@ def evaluate_clips(models: dict[str, Any], clips: Any, runs: int) -> Evaluation:
     by_settings: dict[Any, list[np.ndarray]] = {}
     entries, probabilities, decisions = {}, {}, {}
     for label, model in models.items():
-        key = dataclasses.replace(model.params, pca_components=1)  # the PCA size does not change the features
+        # the PCA size does not change the features; the audio settings and the feature set do
+        key = (dataclasses.replace(model.params, pca_components=0), model.feature_set)
         if key not in by_settings:
-            by_settings[key] = clip_window_features(clips, model.params)
-        windows = by_settings[key]  # per clip (n_windows, 26)
+            by_settings[key] = clip_window_features(clips, model.params, model.feature_set)
+        windows = by_settings[key]  # per clip (n_windows, width)
         counts = np.cumsum([len(w) for w in windows])[:-1]
-        all_windows = np.concatenate(windows)  # (total windows, 26)
+        all_windows = np.concatenate(windows)  # (total windows, width)
         P = clip_probabilities(np.split(model.predict_proba_features(all_windows), counts))  # (n_clips, 11)
         D = model.pipeline.decide(P)
         entry = _model_entry(model)
@@ -266,15 +268,24 @@ def evaluate_clips(models: dict[str, Any], clips: Any, runs: int) -> Evaluation:
     return Evaluation(figures, "clips", clips.Y, probabilities, decisions, [p.name for p in clips.paths])
 
 
+SHIPPED_MODELS_DIR = Path(__file__).resolve().parents[1] / "model_zoo"
+
+
 def default_out_dir(first: Path) -> Path:
-    """report/ inside a folder of models, or beside a single model folder (never inside it: that breaks its manifest)."""
-    return (first.parent if _is_model_folder(first) else first) / "report"
+    """report/ inside a folder of models, or beside a single model folder (never inside it: that breaks its manifest);
+    runs/report for the shipped models, so evaluate never writes into model_zoo/."""
+    out = (first.parent if _is_model_folder(first) else first) / "report"
+    if SHIPPED_MODELS_DIR == out.resolve() or SHIPPED_MODELS_DIR in out.resolve().parents:
+        return Path("runs") / "report"
+    return out
 
 
 def _check_out_dir(out: Path, model_dirs: list[Path]) -> None:
     if out.exists() and not out.is_dir():
         raise InstrumentIdError(f"{out}: exists and is not a folder")
     resolved = out.resolve()
+    if resolved == SHIPPED_MODELS_DIR or SHIPPED_MODELS_DIR in resolved.parents:
+        raise InstrumentIdError(f"{out}: inside model_zoo/, which holds only shipped artefacts; write reports elsewhere")
     for path in model_dirs:
         if resolved == path.resolve() or path.resolve() in resolved.parents:
             raise InstrumentIdError(f"{out}: inside model folder {path}; its manifest would no longer verify")

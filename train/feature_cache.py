@@ -1,4 +1,4 @@
-"""`instrument-id features`: windows, labels, augmentation and the 26 features of a corpus, computed once.
+"""`instrument-id features`: windows, labels, augmentation and a feature set's values of a corpus, computed once.
 
 Work is per recording, in parallel (joblib), and each finished recording is kept in FILE.parts/ so an interrupted
 or failed run resumes where it stopped; the final file is written atomically and reused only while its
@@ -22,8 +22,9 @@ from tqdm import tqdm
 from instrument_id.atomic import atomic_path
 from instrument_id.audio import frame_windows
 from instrument_id.errors import InstrumentIdError
-from instrument_id.features import compute_features
+from instrument_id.feature_sets import FeatureSetSpec
 from instrument_id.params import AudioParams
+from model_zoo.featurizers import default_params, featurize, spec_by_name
 from train.augment import SETTINGS as AUGMENT_SETTINGS
 from train.augment import augment_windows
 from train.featureset import FeatureSet, load_featureset
@@ -67,19 +68,21 @@ def recording_window_audio(rec: Recording, split: str, params: AudioParams, n_au
     }
 
 
-def recording_features(rec: Recording, split: str, params: AudioParams, n_augment: int, seed: int) -> dict[str, np.ndarray]:
-    """One recording's windows -> features, labels, variant index and start time (augmented only in train)."""
+def recording_features(rec: Recording, split: str, params: AudioParams, spec: FeatureSetSpec, n_augment: int,
+                       seed: int) -> dict[str, np.ndarray]:
+    """One recording's windows -> feature values, labels, variant index and start time (augmented only in train)."""
     arrays = recording_window_audio(rec, split, params, n_augment, seed)
-    return {"X": compute_features(arrays.pop("audio"), params), **arrays}
+    return {"X": featurize(arrays.pop("audio"), params, spec), **arrays}
 
 
 def _part_path(parts_dir: Path, rec: Recording, config_hash: str) -> Path:
     return parts_dir / f"{rec.id}-{config_hash}.npz"
 
 
-def _compute_part(rec: Recording, split: str, params: AudioParams, n_augment: int, seed: int, path: Path) -> Path:
+def _compute_part(rec: Recording, split: str, params: AudioParams, spec: FeatureSetSpec, n_augment: int, seed: int,
+                  path: Path) -> Path:
     """Compute one recording and keep it on disk (atomically) so a later run can resume."""
-    arrays = recording_features(rec, split, params, n_augment, seed)
+    arrays = recording_features(rec, split, params, spec, n_augment, seed)
     with atomic_path(path) as tmp, open(tmp, "wb") as handle:
         np.savez(handle, **arrays)
     return path
@@ -87,8 +90,10 @@ def _compute_part(rec: Recording, split: str, params: AudioParams, n_augment: in
 
 def build_feature_cache(data_dir: str | Path, out: str | Path, params: AudioParams, n_augment: int = 9,
                         split: str = "stratified", seed: int = 0, jobs: int = -1, on_error: str = "stop",
-                        allow_missing: bool = False, force: bool = False) -> tuple[FeatureSet, dict[str, Any]]:
-    """Compute (or reuse) the feature cache of a MusicNet-layout corpus; returns it and a run report."""
+                        allow_missing: bool = False, force: bool = False,
+                        spec: FeatureSetSpec | None = None) -> tuple[FeatureSet, dict[str, Any]]:
+    """Compute (or reuse) the feature cache of a MusicNet-layout corpus (seed26 unless spec says otherwise)."""
+    spec = spec or spec_by_name("seed26")
     if not 0 <= n_augment <= 9:
         raise InstrumentIdError(f"--augment must be 0..9, got {n_augment}")
     if on_error not in ("stop", "skip"):
@@ -98,7 +103,7 @@ def build_feature_cache(data_dir: str | Path, out: str | Path, params: AudioPara
     recordings = list_recordings(data_dir)
     assignment = split_recordings(recordings, split, seed, allow_missing)
     config = {
-        "params": params.to_dict(), "augment": n_augment, "augment_settings": AUGMENT_SETTINGS, "split": split, "seed": seed,
+        "params": params.to_dict(), "feature_set": spec.to_dict(), "augment": n_augment, "augment_settings": AUGMENT_SETTINGS, "split": split, "seed": seed,
         "corpus_fingerprint": corpus_fingerprint(data_dir, recordings), "corpus": str(Path(data_dir).resolve()),
     }
     # compared as stored: JSON turns the augmentation settings' tuples into lists
@@ -115,7 +120,7 @@ def build_feature_cache(data_dir: str | Path, out: str | Path, params: AudioPara
     parts_dir.mkdir(parents=True, exist_ok=True)
     todo = [rec for rec in recordings if not _part_path(parts_dir, rec, config_hash).is_file()]
     skipped: list[tuple[str, str]] = []
-    tasks = (delayed(_safe_part)(rec, assignment[rec.id], params, n_augment, seed, _part_path(parts_dir, rec, config_hash))
+    tasks = (delayed(_safe_part)(rec, assignment[rec.id], params, spec, n_augment, seed, _part_path(parts_dir, rec, config_hash))
              for rec in todo)
     results = Parallel(n_jobs=jobs, return_as="generator_unordered")(tasks)
     for rec_id, error in tqdm(results, total=len(todo), desc="features", unit="rec", disable=None):
@@ -129,9 +134,10 @@ def build_feature_cache(data_dir: str | Path, out: str | Path, params: AudioPara
     return featureset, {"reused": False, "seconds": time.perf_counter() - start_time, "skipped": skipped}
 
 
-def _safe_part(rec: Recording, split: str, params: AudioParams, n_augment: int, seed: int, path: Path):
+def _safe_part(rec: Recording, split: str, params: AudioParams, spec: FeatureSetSpec, n_augment: int, seed: int,
+               path: Path):
     try:
-        _compute_part(rec, split, params, n_augment, seed, path)
+        _compute_part(rec, split, params, spec, n_augment, seed, path)
         return rec.id, None
     except InstrumentIdError as exc:
         return rec.id, str(exc)
@@ -167,6 +173,9 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--augment", type=int, default=9, help="augmented variants per train window, 0..9 (default 9)")
     parser.add_argument("--split", choices=("official", "stratified"), default="stratified",
                         help="official MusicNet test set, or a recording-level split with every instrument in valid and test")
+    parser.add_argument("--feature-set", default="seed26", metavar="NAME",
+                        help="seed26 (the 26 window means, default) or musicnn (the pretrained embedding's max_pool; "
+                             "musicnn:max_pool+mean_pool concatenates outputs)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--jobs", type=int, default=-1, help="parallel workers (default: all cores)")
     parser.add_argument("--on-error", choices=("stop", "skip"), default="stop",
@@ -178,12 +187,14 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Build or reuse the cache and print what was done."""
-    params = AudioParams(window_seconds=args.window, hop_seconds=args.hop, min_presence_seconds=args.min_presence)
+    spec = spec_by_name(args.feature_set)
+    params = default_params(spec, window_seconds=args.window, hop_seconds=args.hop,
+                            min_presence_seconds=args.min_presence)
     featureset, report = build_feature_cache(
         args.data, args.out, params, n_augment=args.augment, split=args.split, seed=args.seed, jobs=args.jobs,
-        on_error=args.on_error, allow_missing=args.allow_missing_instruments, force=args.force)
+        on_error=args.on_error, allow_missing=args.allow_missing_instruments, force=args.force, spec=spec)
     verb = "reused" if report["reused"] else "wrote"
-    print(f"{verb} {args.out}: {len(featureset.X)} windows from {len(np.unique(featureset.recording))} recordings "
+    print(f"{verb} {args.out}: {spec.label}, {len(featureset.X)} windows from {len(np.unique(featureset.recording))} recordings "
           f"in {report['seconds']:.1f} s")
     counts = recordings_per_instrument(
         {rid: s for rid, s in zip(featureset.recording, featureset.split)},

@@ -13,17 +13,18 @@ import numpy as np
 from instrument_id.atomic import atomic_path
 from instrument_id.errors import InstrumentIdError
 from instrument_id.instruments import NUM_INSTRUMENTS
-from instrument_id.params import FEATURE_NAMES, AudioParams
+from instrument_id.feature_sets import FeatureSetSpec
+from instrument_id.params import AudioParams
 
 SPLITS = ("train", "valid", "test")
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: the feature set is stored in the config
 
 
 @dataclass
 class FeatureSet:
-    """Rows are windows. X (n, 26) float32; Y (n, 11) uint8; split (n,) one of SPLITS; recording (n,) str id;
+    """Rows are windows. X (n, width) float32 values of config's feature set; Y (n, 11) uint8; split (n,) one of SPLITS; recording (n,) str id;
     variant (n,) int8, 0 for the original window and 1..k for its augmentations (train split only);
-    start_seconds (n,) float32 window start inside its recording; config holds params, augment, split, fingerprint."""
+    start_seconds (n,) float32 window start inside its recording; config holds params, feature_set, augment, split, fingerprint."""
 
     X: np.ndarray
     Y: np.ndarray
@@ -35,8 +36,11 @@ class FeatureSet:
 
     def __post_init__(self) -> None:
         n = len(self.X)
-        if self.X.ndim != 2 or self.X.shape[1] != len(FEATURE_NAMES):
-            raise InstrumentIdError(f"features must have shape (n, {len(FEATURE_NAMES)}), got {self.X.shape}")
+        if "feature_set" not in self.config:
+            raise InstrumentIdError("a feature cache must store the feature set that made it (config['feature_set'])")
+        width = self.feature_set.width
+        if self.X.ndim != 2 or self.X.shape[1] != width:
+            raise InstrumentIdError(f"features must have shape (n, {width}) for {self.feature_set.label}, got {self.X.shape}")
         if self.Y.shape != (n, NUM_INSTRUMENTS):
             raise InstrumentIdError(f"labels must have shape ({n}, {NUM_INSTRUMENTS}), got {self.Y.shape}")
         for name in ("split", "recording", "variant", "start_seconds"):
@@ -50,6 +54,11 @@ class FeatureSet:
     def params(self) -> AudioParams:
         """The AudioParams these features were computed with."""
         return AudioParams.from_dict(self.config["params"])
+
+    @property
+    def feature_set(self) -> FeatureSetSpec:
+        """The feature set these values belong to."""
+        return FeatureSetSpec.from_dict(self.config["feature_set"])
 
     def subset(self, split: str, originals_only: bool = False) -> tuple[np.ndarray, np.ndarray]:
         """(X, Y) of one split; raises when it is empty."""

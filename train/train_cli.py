@@ -76,7 +76,8 @@ def run(args: argparse.Namespace) -> int:
         }
         target = save_model_dir(
             args.out / name, kind=trained.kind, name=name, model=trained.model, pipeline=trained.pipeline,
-            params=params, metrics=metrics, training_data=features.config, architecture=trained.architecture,
+            params=params, feature_set=features.feature_set, metrics=metrics, training_data=features.config,
+            architecture=trained.architecture,
         )
         valid, test = metrics["splits"]["valid"], metrics["splits"]["test"]
         print(

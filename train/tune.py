@@ -140,7 +140,8 @@ def _retrain(features: FeatureSet, section: dict[str, Any], out_dir: Path, max_e
                "threshold_source": "valid", "tuning": tuning}
     name = f"{model}-tuned"
     target = save_model_dir(out_dir / name, kind=trained.kind, name=name, model=trained.model,
-                            pipeline=trained.pipeline, params=features.params, metrics=metrics,
+                            pipeline=trained.pipeline, params=features.params, feature_set=features.feature_set,
+                            metrics=metrics,
                             training_data=features.config, architecture=trained.architecture)
     weights_bytes = (target / backends.WEIGHTS_FILES[trained.kind]).stat().st_size
     summary = {split: {key: splits[split][key] for key in ("mAP", "macro_f1", "n_windows")} for split in ("valid", "test")}
