@@ -14,11 +14,12 @@ from instrument_id.errors import InstrumentIdError
 COMMANDS: dict[str, tuple[str, str]] = {
     "synth": ("train.synth", "render a synthetic corpus in the MusicNet layout"),
     "features": ("train.feature_cache", "compute (or reuse) the feature cache of a corpus"),
-    "bench": ("instrument_id.bench", "benchmarks (features, ...): measured figures and ratios against a baseline in the same run"),
+    "bench": ("bench.cli", "benchmarks (features, ...): measured figures and ratios against a baseline in the same run"),
     "train": ("train.train_cli", "train a model from a feature cache"),
     "tune": ("train.tune", "tune the MLP (keras-tuner) or the RandomForest (randomized search) on the validation split"),
     "sweep-window": ("train.sweep_window", "one RandomForest per window length, 1 to 12 s: macro-F1 and train time"),
     "ceiling": ("train.ceiling", "how far window-statistics models go on a corpus: shipped inputs vs richer ones"),
+    "feature-study": ("train.feature_study", "musicnn outputs x heads on synthetic validation, and the leave-one-soundfont-out matrix"),
     "evaluate": ("train.evaluate", "score models on a feature cache or a labelled folder of clips: report, PR curves, PCA plot"),
     "convert-musicnn": ("train.musicnn_convert", "convert the musicnn wheel's MTT_musicnn checkpoint into model_zoo/embeddings/musicnn"),
     "convert": ("tflite.convert", "convert an MLP model folder to .tflite files (float32, float16, dynamic, int8, raw audio)"),

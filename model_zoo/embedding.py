@@ -119,6 +119,30 @@ class Embedding:
         return {name: np.asarray(raw[name], dtype=np.float32) for name in self.output_names}  # (n, width) each
 
 
+def frozen_function(model: Any, frames: int | None) -> tuple[Any, Any]:
+    """(named tf.function, frozen concrete function) of a Keras model on (batch, frames, 96) log-mel, weights as constants.
+
+    A Keras 3 model called inside a tf.function converts to resource-variable ops that the TFLite interpreter leaves
+    uninitialized; freezing turns them into constants. The frozen function returns its outputs as a list in
+    tf.nest's order (sorted keys), which the wrapper names again, so a .tflite signature keeps the names.
+    """
+    import tensorflow as tf
+    from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
+
+    spec = tf.TensorSpec([None, frames, 96], tf.float32, name="logmel")
+    names = sorted(model.output_names)  # tf.nest flattens a dict by sorted key
+    frozen = convert_variables_to_constants_v2(
+        tf.function(lambda logmel: dict(model(logmel, training=False)), input_signature=[spec]).get_concrete_function()
+    )
+    return tf.function(lambda logmel: dict(zip(names, frozen(logmel))), input_signature=[spec]), frozen
+
+
+def load_keras_network(path: str | Path = DEFAULT_EMBEDDING_DIR) -> tuple[Any, dict[str, Any]]:
+    """(Keras model, manifest) of a verified embedding folder: what converters build graphs from."""
+    embedding = load_embedding(path, runtime="keras")
+    return embedding._model, embedding.manifest
+
+
 def load_embedding(path: str | Path = DEFAULT_EMBEDDING_DIR, runtime: str = "auto", num_threads: int = 1) -> Embedding:
     """Verify the folder against its manifest and load it; runtime 'auto' is 'tflite' where LiteRT is installed."""
     if runtime not in RUNTIMES:

@@ -61,9 +61,11 @@ def spec_by_name(name: str) -> FeatureSetSpec:
 
 
 def default_params(spec: FeatureSetSpec, **fields: Any) -> AudioParams:
-    """AudioParams for a feature set: musicnn reads 16 kHz audio (its log-mel rate), seed26 the defaults."""
+    """AudioParams for a feature set: musicnn reads 16 kHz audio (its log-mel rate) and by default its models fit on
+    the standardized embedding without PCA; seed26 the defaults."""
     if spec.name == MUSICNN:
         fields.setdefault("sample_rate_hz", int(spec.settings["logmel"]["sample_rate_hz"]))
+        fields.setdefault("pca_components", 0)
     return AudioParams(**fields)
 
 

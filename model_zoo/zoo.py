@@ -269,3 +269,18 @@ def load_model(path: str | Path) -> ZooModel:
         path=model_dir, kind=manifest["kind"], name=manifest["name"], version=manifest["version"], params=params,
         feature_set=feature_set, pipeline=pipeline, manifest=manifest, metrics=metrics, model=model,
     )
+
+
+MODEL_ZOO_DIR = Path(__file__).resolve().parent
+
+
+def inside_model_zoo(path: str | Path) -> bool:
+    """Whether path is model_zoo/ or inside it (which holds only shipped, verified artefacts)."""
+    resolved = Path(path).resolve()
+    return resolved == MODEL_ZOO_DIR or MODEL_ZOO_DIR in resolved.parents
+
+
+def refuse_model_zoo_path(path: str | Path) -> None:
+    """Refuse a report or scratch folder inside model_zoo/: reports go to runs/, shipping goes through main.sh --ship."""
+    if inside_model_zoo(path):
+        raise InstrumentIdError(f"{path}: inside model_zoo/, which holds only shipped artefacts; write reports elsewhere")

@@ -1,9 +1,17 @@
 #!/usr/bin/env bash
-# The main job on the embedded default: set up, synthesize the corpus, extract features, train all seven models,
-# evaluate them, convert the MLP to TFLite and ship the default MLP and RandomForest into model_zoo/models/.
-# Prints the time of each stage. MINUTES=180 SEED=0 by default (about 11 minutes on 2 cores from a fresh clone).
+# The main job on the embedded default: set up, synthesize the corpus, extract features, train all seven seed26
+# models, evaluate them, convert the MLP to TFLite; then the musicnn embedding + MLP (features, train, raw-audio
+# TFLite). Everything goes into data/ and runs/; with --ship it also replaces the shipped model_zoo/models/{mlp,rf,
+# musicnn} (tracked files), otherwise git status stays clean. Prints the time of each stage. MINUTES=180 SEED=0.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+SHIP=0
+for arg in "$@"; do
+  case $arg in
+    --ship) SHIP=1 ;;
+    *) echo "main.sh: unknown argument $arg (only --ship)" >&2; exit 2 ;;
+  esac
+done
 MINUTES=${MINUTES:-180}
 SEED=${SEED:-0}
 stage() { local name=$1; shift; local t0=$SECONDS; "$@"; echo "stage $name: $((SECONDS - t0)) s"; }
@@ -19,14 +27,32 @@ stage features $CLI features --data data/synth --out data/features.npz --augment
 stage train $CLI train --features data/features.npz --model all --out runs/models --seed "$SEED" --quiet
 stage evaluate $CLI evaluate --model runs/models --features data/features.npz --out runs/report
 stage convert $CLI convert --model runs/models/mlp --quant all --features data/features.npz
-mkdir -p model_zoo/models
-for name in mlp rf; do
-  rm -rf "model_zoo/models/.$name.new" && cp -r "runs/models/$name" "model_zoo/models/.$name.new"
-  rm -rf "model_zoo/models/$name" && mv "model_zoo/models/.$name.new" "model_zoo/models/$name"
+# musicnn: max_pool + mean_pool of the converted MTT_musicnn (chosen by valid mAP in `instrument-id feature-study`),
+# standardized without PCA, the MLP head, then its raw-audio TFLite file (log-mel + network + head in one graph)
+# its corpus: 120 minutes from every GM soundfont set-up installs (TimGM6mb, FluidR3, MuseScore_General, csound's sf_GMbank)
+ALL_FONTS=("${SOUNDFONTS[0]}")
+for font in /usr/share/sounds/sf2/FluidR3_GM.sf2 /usr/share/sounds/sf3/MuseScore_General.sf3 /usr/share/sounds/sf2/sf_GMbank.sf2; do
+  [ -f "$font" ] && ALL_FONTS+=("$font")
 done
+stage musicnn-synth $CLI synth --out data/synth4 --minutes "${MUSICNN_MINUTES:-120}" --seed "$SEED" --soundfont "${ALL_FONTS[@]}"
+stage musicnn-features $CLI features --data data/synth4 --out data/features-musicnn.npz \
+  --feature-set musicnn:max_pool+mean_pool --augment 2 --seed "$SEED"
+rm -rf runs/musicnn-models
+stage musicnn-train $CLI train --features data/features-musicnn.npz --model mlp --out runs/musicnn-models --seed "$SEED" --quiet
+stage musicnn-convert $CLI convert --model runs/musicnn-models/mlp --quant raw
+MODELS=(runs/models/mlp runs/models/rf runs/musicnn-models/mlp)
+if [ "$SHIP" = 1 ]; then
+  mkdir -p model_zoo/models
+  for pair in mlp:runs/models/mlp rf:runs/models/rf musicnn:runs/musicnn-models/mlp; do
+    name=${pair%%:*}; from=${pair#*:}
+    rm -rf "model_zoo/models/.$name.new" && cp -r "$from" "model_zoo/models/.$name.new"
+    rm -rf "model_zoo/models/$name" && mv "model_zoo/models/.$name.new" "model_zoo/models/$name"
+  done
+  MODELS=(model_zoo/models/mlp model_zoo/models/rf model_zoo/models/musicnn)
+fi
 REAL_DEV=../shared/data/real-dev/medley-solos-db
 if [ -d "$REAL_DEV" ]; then
-  stage real-dev $CLI evaluate --model model_zoo/models/mlp model_zoo/models/rf --clips "$REAL_DEV" \
-    --labels "$REAL_DEV/labels.csv" --out runs/report-real-dev
+  stage real-dev $CLI evaluate --model "${MODELS[@]}" --clips "$REAL_DEV" --labels "$REAL_DEV/labels.csv" \
+    --out runs/report-real-dev
 fi
-echo "main: done in $((SECONDS - total0)) s; shipped model_zoo/models/mlp and model_zoo/models/rf; report in runs/report/report.md"
+echo "main: done in $((SECONDS - total0)) s; models ${MODELS[*]}; report in runs/report/report.md"

@@ -85,12 +85,17 @@ class ServingConfig:
 
 
 def default_config_data() -> dict[str, Any]:
-    """The shipped models: the MLP on its float32 TFLite file, the RandomForest through the zoo, A/B 50:50."""
+    """The shipped models: the seed MLP on its float32 TFLite file, the RandomForest through the zoo, and the musicnn
+    embedding + MLP on its raw-audio TFLite file (selectable by name); A/B 50:50 between the seed MLP and RF."""
+    models = {
+        "mlp": {"path": str(SHIPPED_MODELS_DIR / "mlp"), "runtime": "tflite", "tflite_file": DEFAULT_TFLITE_FILE},
+        "rf": {"path": str(SHIPPED_MODELS_DIR / "rf"), "runtime": "zoo"},
+    }
+    if (SHIPPED_MODELS_DIR / "musicnn").is_dir():
+        models["musicnn"] = {"path": str(SHIPPED_MODELS_DIR / "musicnn"), "runtime": "tflite",
+                             "tflite_file": "model_raw_audio.tflite"}
     return {
-        "models": {
-            "mlp": {"path": str(SHIPPED_MODELS_DIR / "mlp"), "runtime": "tflite", "tflite_file": DEFAULT_TFLITE_FILE},
-            "rf": {"path": str(SHIPPED_MODELS_DIR / "rf"), "runtime": "zoo"},
-        },
+        "models": models,
         "ab": {"arms": {"A": {"model": "mlp", "weight": 0.5}, "B": {"model": "rf", "weight": 0.5}}},
     }
 

@@ -9,7 +9,7 @@ import numpy as np
 from instrument_id.feature_sets import SEED26
 from instrument_id.instruments import NUM_INSTRUMENTS
 from instrument_id.params import FEATURE_NAMES, AudioParams
-from train.featureset import FeatureSet
+from model_zoo.featureset import FeatureSet
 
 SPLIT_FRACTIONS = {"train": 0.6, "valid": 0.2, "test": 0.2}
 

@@ -12,9 +12,9 @@ pytest.importorskip("flask")
 pytest.importorskip("gunicorn")
 pytest.importorskip("ai_edge_litert.interpreter")
 
+from bench.wrk import parse_wrk_output  # noqa: E402
 from instrument_id.cli import main  # noqa: E402
 from instrument_id.errors import InstrumentIdError  # noqa: E402
-from serving.bench_wrk import parse_wrk_output  # noqa: E402
 from serving_fixture import served_folders  # noqa: E402
 
 needs_wrk = pytest.mark.skipif(shutil.which("wrk") is None, reason="wrk is not installed (apt-get install wrk)")

@@ -10,8 +10,8 @@ import pytest
 from instrument_id.cli import main
 from instrument_id.features import compute_features, extractor_for
 from instrument_id.params import AudioParams
+from model_zoo.featureset import load_featureset
 from train.ceiling import INPUTS, N_VALUES, STATISTICS, frame_table, window_statistics
-from train.featureset import load_featureset
 
 
 def _clips(params: AudioParams) -> np.ndarray:

@@ -20,8 +20,8 @@ from instrument_id.cli import main
 from instrument_id.features import compute_features
 from instrument_id.instruments import column_names
 from model_zoo import load_model
+from model_zoo.featureset import FORMAT_VERSION, FeatureSet, load_featureset
 from synthetic_features import make_featureset
-from train.featureset import FORMAT_VERSION, FeatureSet, load_featureset
 
 REAL_DEV = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "real-dev"
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"

@@ -6,7 +6,7 @@ import numpy as np
 
 from instrument_id.cli import main
 from instrument_id.instruments import PROGRAM_TO_INDEX
-from train.featureset import load_featureset
+from model_zoo.featureset import load_featureset
 
 PROGRAMS = [1, 41, 43, 74]  # piano, violin, cello, flute
 

@@ -5,12 +5,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from bench.signals import music_like_clips
 from instrument_id.audio import frame_windows, load_mono
 from instrument_id.errors import InstrumentIdError
 from instrument_id import kernels
 from instrument_id.features import compute_features, extractor_for
 from instrument_id.params import FEATURE_NAMES, AudioParams
-from train.bench_features import music_like_clips
 from train.librosa_reference import librosa_features
 
 PARAMS = AudioParams()

@@ -3,12 +3,12 @@
 import numpy as np
 import pytest
 
+from bench.signals import music_like_clips
 from instrument_id.audio import frame_windows
 from instrument_id.errors import InstrumentIdError
 from instrument_id.features import compute_features
 from instrument_id.params import FEATURE_NAMES, AudioParams
 from instrument_id.streaming import WindowFeatureStream, stream_features
-from train.bench_features import music_like_clips
 
 PARAMS = AudioParams()
 

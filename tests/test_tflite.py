@@ -12,6 +12,7 @@ tf = pytest.importorskip("tensorflow")
 litert = pytest.importorskip("ai_edge_litert.interpreter")
 
 from ai_edge_litert import schema_py_generated as schema  # noqa: E402
+from bench.signals import music_like_clips  # noqa: E402
 from edge_model_fixture import shared_edge_fixture  # noqa: E402
 from instrument_id.audio import frame_windows  # noqa: E402
 from instrument_id.cli import main  # noqa: E402
@@ -19,12 +20,13 @@ from instrument_id.errors import InstrumentIdError  # noqa: E402
 from instrument_id.features import compute_features  # noqa: E402
 from model_zoo import load_model, verify_model_dir  # noqa: E402
 from model_zoo.backends import keras_proba  # noqa: E402
-from tflite.convert import VARIANT_FILES  # noqa: E402
+from model_zoo.featureset import load_featureset  # noqa: E402
+from tflite.convert import ALL_VARIANTS, VARIANT_FILES  # noqa: E402
+
+SEED_FILES = [VARIANT_FILES[q] for q in ALL_VARIANTS["seed26"]]
 from tflite.graphs import dense_layers, feature_model_function  # noqa: E402
 from tflite.runtime import EdgeModel  # noqa: E402
 from tflite.tflite_file import metadata_entries  # noqa: E402
-from train.bench_features import music_like_clips  # noqa: E402
-from train.featureset import load_featureset  # noqa: E402
 from train.musicnet import list_recordings, read_recording  # noqa: E402
 
 # Bounds on |TFLite - Keras| probabilities over the test split, ~5-10x what was observed: float32 is the same
@@ -64,7 +66,7 @@ def audio_windows(built, zoo):
 
 def test_convert_lists_every_variant_in_the_manifest(built):
     manifest = verify_model_dir(built.model_dir)
-    for filename in VARIANT_FILES.values():
+    for filename in SEED_FILES:
         assert filename in manifest["files"]
         assert manifest["files"][filename]["size_bytes"] == (built.model_dir / filename).stat().st_size
 
@@ -72,7 +74,7 @@ def test_convert_lists_every_variant_in_the_manifest(built):
 def test_reconverting_the_same_model_changes_nothing(built, capsys):
     before = (built.model_dir / "manifest.json").read_text()
     assert main(["convert", "--model", str(built.model_dir), "--quant", "all", "--features", str(built.features)]) == 0
-    assert capsys.readouterr().out.count("unchanged") == len(VARIANT_FILES)
+    assert capsys.readouterr().out.count("unchanged") == len(SEED_FILES)
     assert json.loads((built.model_dir / "manifest.json").read_text())["files"] == json.loads(before)["files"]
 
 
@@ -122,7 +124,7 @@ def test_raw_audio_model_agrees_with_numpy_features_then_keras(built, zoo, audio
 
 
 def test_metadata_reader_matches_the_flatbuffer_schema(built, zoo):
-    for filename in VARIANT_FILES.values():
+    for filename in SEED_FILES:
         data = (built.model_dir / filename).read_bytes()
         model = schema.Model.GetRootAsModel(data, 0)
         expected = {}

@@ -12,8 +12,8 @@ import pytest
 from instrument_id.cli import main
 from instrument_id.instruments import column_names
 from model_zoo import load_model
+from model_zoo.featureset import FORMAT_VERSION, FeatureSet
 from synthetic_features import make_featureset
-from train.featureset import FORMAT_VERSION, FeatureSet
 
 
 @pytest.fixture(scope="module")

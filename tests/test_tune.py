@@ -14,8 +14,8 @@ from sklearn.metrics import average_precision_score
 
 from instrument_id.cli import main
 from model_zoo import load_model
+from model_zoo.featureset import FeatureSet, load_featureset
 from synthetic_features import make_featureset
-from train.featureset import FeatureSet, load_featureset
 from train.tune import RF_GRID
 
 RF_ARGS = ["--n-iter", "2", "--seed", "43"]  # seed 43 draws two 100-tree candidates, the grid's cheapest

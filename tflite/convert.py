@@ -36,6 +36,14 @@ VARIANT_FILES: dict[str, str] = {
     "raw": "model_raw_audio.tflite",
 }
 QUANT_CHOICES = (*VARIANT_FILES, "all")
+# what --quant all writes for each feature set; a musicnn model's feature-level files read the embedding values.
+# No int8-weight raw musicnn graph: measured, dynamic-range quantization of the network changed the decisions of
+# 97% of 451 windows and ran 2x slower than float32 (59 vs 27 ms per window on one core)
+ALL_VARIANTS: dict[str, tuple[str, ...]] = {
+    "seed26": ("none", "float16", "dynamic", "int8", "raw"),
+    "musicnn": ("none", "dynamic", "int8", "raw"),
+}
+RAW_VARIANTS = ("raw",)
 REPRESENTATIVE_ROWS = 1000  # calibration rows: enough for stable activation ranges, seconds to run
 METADATA_FORMAT = 1
 
@@ -44,7 +52,7 @@ def representative_pca_values(
     features_path: str | Path, pipeline: FeaturePipeline, params: AudioParams, n_rows: int = REPRESENTATIVE_ROWS, seed: int = 0
 ) -> np.ndarray:
     """(n, k) PCA values of up to n_rows seeded training windows of a feature file computed with the model's params."""
-    from train.featureset import load_featureset
+    from model_zoo.featureset import load_featureset
 
     features = load_featureset(features_path)
     if features.params != params:
@@ -108,16 +116,21 @@ def convert_variant(
     if quant == "int8" and representative is None:
         raise InstrumentIdError("full-integer int8 needs a representative dataset: pass --features FILE")
     layers = dense_layers(keras_model)
-    if quant == "raw" and feature_set != SEED26:
-        raise InstrumentIdError(f"a raw-audio graph computes {SEED26.label} in TensorFlow ops; this model reads "
-                                f"{feature_set.label}: convert its feature-level variants instead")
-    if quant == "raw":
+    if quant in RAW_VARIANTS and feature_set.name not in ALL_VARIANTS:
+        raise InstrumentIdError(f"no raw-audio graph for feature set {feature_set.label}; convert its feature-level variants")
+    if quant in RAW_VARIANTS and feature_set.name == "musicnn":
+        from model_zoo.embedding import load_keras_network
+        from tflite.musicnn_graph import musicnn_raw_audio_function
+
+        network, _ = load_keras_network()
+        function = musicnn_raw_audio_function(network, feature_set, layers, pipeline, params)
+    elif quant == "raw":
         function = raw_audio_function(layers, pipeline, params)
     else:
         function = feature_model_function(layers)
     model = _convert(function, quant, representative)
     meta = {
-        "format": METADATA_FORMAT, "variant": quant, "input": "audio" if quant == "raw" else "pca_values",
+        "format": METADATA_FORMAT, "variant": quant, "input": "audio" if quant in RAW_VARIANTS else "pca_values",
         "params": params.to_dict(), "feature_set": feature_set.to_dict(), "labels": column_names(),
         # informational for raw models (the decisions output applies them); feature models use pipeline.json
         "thresholds": pipeline.thresholds.tolist(),
@@ -150,12 +163,14 @@ def _register(model_dir: Path, filename: str, data: bytes, listed: dict[str, Any
 def convert_model_dir(model_dir: str | Path, quant: str, features_path: str | Path | None = None) -> list[Path]:
     """Convert a verified MLP folder to the chosen variant(s) ('all' for every one); return the files' paths."""
     from model_zoo import load_model, verify_model_dir
+    from model_zoo.zoo import manifest_feature_set
 
     if quant not in QUANT_CHOICES:
         raise InstrumentIdError(f"unknown --quant {quant!r}; choose one of {', '.join(QUANT_CHOICES)}")
-    quants = list(VARIANT_FILES) if quant == "all" else [quant]
     model_dir = Path(model_dir)
     manifest = verify_model_dir(model_dir)
+    feature_set = manifest_feature_set(manifest)
+    quants = list(ALL_VARIANTS.get(feature_set.name, ("none", "float16", "dynamic", "int8"))) if quant == "all" else [quant]
     if manifest["kind"] != "keras":
         raise InstrumentIdError(
             f"{model_dir}: holds a {manifest['kind']} model ({manifest['name']}); only MLP (Keras) folders convert to TFLite"
@@ -184,7 +199,8 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--quant", required=True, choices=QUANT_CHOICES,
         help="none (float32), float16, dynamic (int8 weights), int8 (full integer, float32 in/out), "
-             "raw (audio in, probabilities and decisions out), or all",
+             "raw (audio in, probabilities and decisions out), "
+             "or all (every variant of the model's feature set)",
     )
     parser.add_argument("--features", type=Path, help="feature file whose train split calibrates int8 (needed for int8/all)")
 

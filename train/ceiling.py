@@ -300,7 +300,7 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Check the inputs, compute the statistics, fit every (input, model) and write the report."""
-    from train.featureset import load_featureset
+    from model_zoo.featureset import load_featureset
 
     models = tuple(m.strip() for m in args.models.split(",") if m.strip())
     unknown = sorted(set(models) - set(CEILING_MODELS))

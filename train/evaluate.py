@@ -18,6 +18,7 @@ import numpy as np
 
 from instrument_id.errors import InstrumentIdError
 from instrument_id.timing import median_ms
+from model_zoo.zoo import inside_model_zoo, refuse_model_zoo_path
 
 # a folder holding any of these is taken for a model folder (and then must load), never for a folder of models
 MODEL_FOLDER_FILES = ("manifest.json", "pipeline.json", "model.keras", "model.skops")
@@ -151,7 +152,7 @@ def _model_entry(model: Any) -> dict[str, Any]:
 
 def load_checked_features(path: Path) -> Any:
     """A feature cache with 26 finite features, 0/1 labels and non-empty splits; errors name the file."""
-    from train.featureset import SPLITS, load_featureset
+    from model_zoo.featureset import SPLITS, load_featureset
 
     try:
         features = load_featureset(path)
@@ -202,7 +203,7 @@ def evaluate_features(models: dict[str, Any], features: Any, features_path: Path
     """Every model on train (original windows), valid and test; timings on the test split and on one clip."""
     from tqdm import tqdm
 
-    from train.featureset import SPLITS
+    from model_zoo.featureset import SPLITS
 
     splits = {s: features.subset(s, originals_only=(s == "train")) for s in SPLITS}
     X_test, Y_test = splits["test"]
@@ -268,14 +269,11 @@ def evaluate_clips(models: dict[str, Any], clips: Any, runs: int) -> Evaluation:
     return Evaluation(figures, "clips", clips.Y, probabilities, decisions, [p.name for p in clips.paths])
 
 
-SHIPPED_MODELS_DIR = Path(__file__).resolve().parents[1] / "model_zoo"
-
-
 def default_out_dir(first: Path) -> Path:
     """report/ inside a folder of models, or beside a single model folder (never inside it: that breaks its manifest);
     runs/report for the shipped models, so evaluate never writes into model_zoo/."""
     out = (first.parent if _is_model_folder(first) else first) / "report"
-    if SHIPPED_MODELS_DIR == out.resolve() or SHIPPED_MODELS_DIR in out.resolve().parents:
+    if inside_model_zoo(out):
         return Path("runs") / "report"
     return out
 
@@ -283,9 +281,8 @@ def default_out_dir(first: Path) -> Path:
 def _check_out_dir(out: Path, model_dirs: list[Path]) -> None:
     if out.exists() and not out.is_dir():
         raise InstrumentIdError(f"{out}: exists and is not a folder")
+    refuse_model_zoo_path(out)
     resolved = out.resolve()
-    if resolved == SHIPPED_MODELS_DIR or SHIPPED_MODELS_DIR in resolved.parents:
-        raise InstrumentIdError(f"{out}: inside model_zoo/, which holds only shipped artefacts; write reports elsewhere")
     for path in model_dirs:
         if resolved == path.resolve() or path.resolve() in resolved.parents:
             raise InstrumentIdError(f"{out}: inside model folder {path}; its manifest would no longer verify")

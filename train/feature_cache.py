@@ -24,10 +24,10 @@ from instrument_id.audio import frame_windows
 from instrument_id.errors import InstrumentIdError
 from instrument_id.feature_sets import FeatureSetSpec
 from instrument_id.params import AudioParams
+from model_zoo.featureset import FeatureSet, load_featureset
 from model_zoo.featurizers import default_params, featurize, spec_by_name
 from train.augment import SETTINGS as AUGMENT_SETTINGS
 from train.augment import augment_windows
-from train.featureset import FeatureSet, load_featureset
 from train.musicnet import Recording, corpus_fingerprint, list_recordings, read_labels, read_recording
 from train.splits import official_split, recordings_per_instrument, stratified_split
 from train.windows import window_labels, window_start_seconds
@@ -177,6 +177,9 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
                         help="seed26 (the 26 window means, default) or musicnn (the pretrained embedding's max_pool; "
                              "musicnn:max_pool+mean_pool concatenates outputs)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--pca", type=int, default=None, metavar="K",
+                        help="PCA components the models fit on these features, 0 for none "
+                             "(default: 16 for seed26, 0 for musicnn: standardized embedding values)")
     parser.add_argument("--jobs", type=int, default=-1, help="parallel workers (default: all cores)")
     parser.add_argument("--on-error", choices=("stop", "skip"), default="stop",
                         help="stop at the first bad recording (default) or skip it and report it")
@@ -188,8 +191,9 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     """Build or reuse the cache and print what was done."""
     spec = spec_by_name(args.feature_set)
+    fields = {} if args.pca is None else {"pca_components": args.pca}
     params = default_params(spec, window_seconds=args.window, hop_seconds=args.hop,
-                            min_presence_seconds=args.min_presence)
+                            min_presence_seconds=args.min_presence, **fields)
     featureset, report = build_feature_cache(
         args.data, args.out, params, n_augment=args.augment, split=args.split, seed=args.seed, jobs=args.jobs,
         on_error=args.on_error, allow_missing=args.allow_missing_instruments, force=args.force, spec=spec)

@@ -82,27 +82,11 @@ def max_error(a: dict[str, np.ndarray], b: dict[str, Any], names: list[str]) -> 
     return errors
 
 
-def frozen_function(model, frames: int | None):
-    """A tf.function (batch, frames, 96) log-mel -> {output: (batch, width)} with the weights as constants.
-
-    A Keras 3 model called inside a tf.function converts to resource-variable ops that the interpreter leaves
-    uninitialized; freezing turns them into constants. The frozen function returns its outputs as a list in
-    tf.nest's order (sorted keys), which the wrapper names again, so the .tflite signature keeps the names.
-    """
-    import tensorflow as tf
-    from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
-
-    spec = tf.TensorSpec([None, frames, 96], tf.float32, name="logmel")
-    names = sorted(model.output_names)  # tf.nest flattens a dict by sorted key
-    frozen = convert_variables_to_constants_v2(
-        tf.function(lambda logmel: dict(model(logmel, training=False)), input_signature=[spec]).get_concrete_function()
-    )
-    return tf.function(lambda logmel: dict(zip(names, frozen(logmel))), input_signature=[spec]), frozen
-
-
 def tflite_bytes(model, frames: int) -> bytes:
     """The model as a builtin-ops float32 .tflite with input (batch, frames, 96), batch free, outputs by name."""
     import tensorflow as tf
+
+    from model_zoo.embedding import frozen_function
 
     function, _ = frozen_function(model, frames)
     # a tf.Module as the trackable makes the converter write the serving_default signature (names kept)

@@ -165,6 +165,9 @@ class OriginalGraph:
         wanted = sorted({t.split(":")[0] for ts in GRAPH_OUTPUTS.values() for t in ts} | {saver.restore_op_name})
         # the training graph's gradients carry stale _output_shapes that TF 2.x refuses; keep inference + restore only
         graph_def = _inference_part(meta.graph_def, wanted)
+        for node in graph_def.node:  # dropout's unseeded random ops fail to build where TF op determinism is on
+            if "seed2" in node.attr and node.attr["seed"].i == 0 and node.attr["seed2"].i == 0:
+                node.attr["seed2"].i = 1  # (Keras training enables it); at inference (is_training False) they never run
         self._graph = tf.Graph()
         with self._graph.as_default():
             # a placeholder with free frames replaces the 187-frame one, so 2 s windows run through the same nodes

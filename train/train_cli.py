@@ -32,7 +32,7 @@ def _fmt(value: float | None) -> str:
 
 def split_metrics(trained: Any, features: Any) -> dict[str, Any]:
     """Metrics of a trained model on each split (train: original windows only, not their augmentations)."""
-    from train.featureset import SPLITS
+    from model_zoo.featureset import SPLITS
     from train.metrics import multilabel_metrics
 
     out = {}
@@ -47,7 +47,7 @@ def run(args: argparse.Namespace) -> int:
     """Validate everything first, then train and save each model; bad input raises before anything is written."""
     from instrument_id.instruments import column_names
     from model_zoo import save_model_dir
-    from train.featureset import load_featureset
+    from model_zoo.featureset import load_featureset
     from train.models import MODEL_NAMES, check_featureset, train_model
 
     if args.model not in (*MODEL_NAMES, "all"):

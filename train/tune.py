@@ -22,7 +22,7 @@ from tqdm import tqdm
 
 from instrument_id.errors import InstrumentIdError
 from model_zoo import backends
-from train.featureset import FeatureSet
+from model_zoo.featureset import FeatureSet
 
 TUNABLE = ("mlp", "rf")
 DEFAULT_BUDGET = {"mlp": 10, "rf": 10}
@@ -203,7 +203,7 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Validate the arguments and the features, tune, print the report."""
-    from train.featureset import load_featureset
+    from model_zoo.featureset import load_featureset
     from train.models import check_featureset
     from train.tune_report import render_markdown
 

@@ -6,11 +6,11 @@ import argparse
 import importlib
 
 BENCHMARKS: dict[str, tuple[str, str]] = {
-    "features": ("train.bench_features", "ms per 2 s clip: numpy extractor vs librosa, same run"),
-    "serve": ("serving.bench_serve", "requests/s and latency under wrk: instrument-id serve vs a Flask dev server + librosa + Keras"),
-    "tflite": ("tflite.bench_tflite", "Keras vs every .tflite variant: size, latency, throughput, macro-F1, raw-audio agreement"),
-    "load": ("model_zoo.bench_load", "seconds to verify and load each shipped model in a fresh process, against an unverified load"),
-    "analyze": ("train.bench_analyze", "streaming analyze of a long synthesized recording vs per-window naive and librosa: speed, macro-F1"),
+    "features": ("bench.features", "ms per 2 s clip: numpy extractor vs librosa, same run"),
+    "serve": ("bench.serve", "requests/s and latency under wrk: instrument-id serve vs a Flask dev server + librosa + Keras"),
+    "tflite": ("bench.tflite", "Keras vs every .tflite variant: size, latency, throughput, macro-F1, raw-audio agreement"),
+    "load": ("bench.load", "seconds to verify and load each shipped model in a fresh process, against an unverified load"),
+    "analyze": ("bench.analyze", "streaming analyze of a long synthesized recording vs per-window naive and librosa: speed, macro-F1"),
 }
 
 

@@ -22,9 +22,10 @@ from instrument_id.audio import frame_windows
 from instrument_id.errors import InstrumentIdError
 from instrument_id.features import compute_features
 from instrument_id.timing import median_ms
-from tflite.convert import VARIANT_FILES
+from tflite.convert import ALL_VARIANTS, VARIANT_FILES
 
-TFLITE_VARIANTS = {"tflite_" + ("float32" if quant == "none" else quant): name for quant, name in VARIANT_FILES.items()}
+# the files `convert --quant all` writes for a 26-feature MLP, the kind this benchmark measures
+TFLITE_VARIANTS = {"tflite_" + ("float32" if quant == "none" else quant): VARIANT_FILES[quant] for quant in ALL_VARIANTS["seed26"]}
 RAW_VARIANT = "tflite_raw"
 
 
@@ -80,11 +81,11 @@ def _raw_split_ms(raw: Any, params: Any, clip: np.ndarray, repeats: int) -> tupl
 
 def measure(args: argparse.Namespace) -> dict[str, Any]:
     """Every figure of the benchmark as one JSON-ready dict."""
+    from bench.signals import music_like_clips
     from model_zoo import load_model
     from model_zoo.backends import keras_proba
+    from model_zoo.featureset import load_featureset
     from tflite.runtime import EdgeModel
-    from train.bench_features import music_like_clips
-    from train.featureset import load_featureset
     from train.metrics import multilabel_metrics
 
     if args.repeats < 1 or args.batch < 1:

@@ -8,26 +8,11 @@ import os
 
 import numpy as np
 
+from bench.signals import music_like_clips
 from instrument_id.features import compute_features, extractor_for
 from instrument_id.params import AudioParams
 from instrument_id.timing import median_ms
 from train.librosa_reference import librosa_features
-
-
-def music_like_clips(n_clips: int, params: AudioParams, seed: int = 0) -> np.ndarray:
-    """(n_clips, window_samples) seeded clips of decaying harmonic tones over a little noise."""
-    rng = np.random.default_rng(seed)
-    t = np.arange(params.window_samples) / params.sample_rate_hz  # (samples,)
-    clips = np.zeros((n_clips, len(t)), dtype=np.float32)
-    for i in range(n_clips):
-        for _ in range(rng.integers(1, 5)):
-            f0_hz = 55.0 * 2 ** (rng.integers(0, 48) / 12)
-            onset = rng.uniform(0, 1.5)
-            envelope = np.where(t >= onset, np.exp(-(t - onset) * rng.uniform(0.5, 4)), 0.0)
-            partials = sum(np.sin(2 * np.pi * f0_hz * k * t) / k**rng.uniform(1, 2) for k in range(1, 8))
-            clips[i] += (0.2 * envelope * partials).astype(np.float32)
-        clips[i] += 0.005 * rng.standard_normal(len(t)).astype(np.float32)
-    return clips
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -22,11 +22,11 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
-import numpy as np
 import soundfile as sf
 
+from bench.signals import harmonic_clip
+from bench.wrk import POST_FILE_LUA, TIMEOUT_SECONDS, WrkResult, find_wrk, run_wrk
 from instrument_id.errors import InstrumentIdError
-from serving.bench_wrk import POST_FILE_LUA, TIMEOUT_SECONDS, WrkResult, find_wrk, run_wrk
 
 OUR_ROUTES = ("/v2/predict?model=ab", "/RNA")
 BASELINE_ROUTE = "/RNA"
@@ -34,19 +34,6 @@ CLIP_SECONDS, CLIP_RATE_HZ = 2.0, 44100
 STARTUP_SECONDS = 180
 WARMUP_REQUESTS = 4
 TARGETS = {"throughput_vs_baseline": 20.0, "p99_ms_at_max_clients": 100.0, "p50_ms_single_client": 10.0}
-
-
-def harmonic_clip(seconds: float = CLIP_SECONDS, rate_hz: int = CLIP_RATE_HZ, seed: int = 0) -> np.ndarray:
-    """(samples,) float32: a seeded sum of decaying harmonic tones, peak 0.8."""
-    rng = np.random.default_rng(seed)
-    t = np.arange(int(seconds * rate_hz)) / rate_hz  # (samples,)
-    y = np.zeros_like(t)
-    for onset_s in np.arange(0.0, seconds, 0.5):
-        f0_hz = 55.0 * 2 ** (rng.integers(0, 48) / 12)
-        tau = np.clip(t - onset_s, 0.0, None)
-        partials = sum(np.sin(2 * np.pi * k * f0_hz * tau) / k for k in range(1, 7))
-        y += np.where(t >= onset_s, partials * np.exp(-rng.uniform(1, 4) * tau), 0.0)
-    return (0.8 * y / np.abs(y).max()).astype(np.float32)
 
 
 def free_port() -> int:
@@ -213,7 +200,7 @@ def measure(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     """Run both servers under every load level; the figures as one dict."""
     clip = work / "clip.wav"
     if args.clip is None:
-        sf.write(clip, harmonic_clip(), CLIP_RATE_HZ, subtype="PCM_16")
+        sf.write(clip, harmonic_clip(CLIP_SECONDS, CLIP_RATE_HZ), CLIP_RATE_HZ, subtype="PCM_16")
     else:
         clip.write_bytes(args.clip.read_bytes())
     lua = work / "post_file.lua"
@@ -236,7 +223,7 @@ def measure(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         runs = load_runs("ours", base_url, OUR_ROUTES, clip, lua, args, check_log=True)
         total_logged = logged_predictions(base_url)
     port = free_port()
-    baseline = [sys.executable, "-m", "train.bench_serve_baseline", "--model-dir", str(models / "mlp"), "--port", str(port)]
+    baseline = [sys.executable, "-m", "bench.serve_baseline", "--model-dir", str(models / "mlp"), "--port", str(port)]
     with running_server("baseline", baseline, port, work / "baseline.log") as base_url:
         runs += load_runs("baseline", base_url, (BASELINE_ROUTE,), clip, lua, args, check_log=False)
     checks = [run["ab_report_check"] for run in runs if "ab_report_check" in run]

@@ -1,8 +1,8 @@
 """The reference-style server that `bench serve` measures ours against: Flask's development server, librosa
 features (one librosa call per feature) and Keras `model.predict`, answering POST /RNA as the reference did.
 
-Bench-only code, started as a subprocess: `python -m train.bench_serve_baseline --model-dir MLP_FOLDER --port P`.
-It lives in train/ because it uses the librosa reference features, which serving/ may not import.
+Bench-only code, started as a subprocess: `python -m bench.serve_baseline --model-dir MLP_FOLDER --port P`.
+It lives in bench/ because it uses the librosa reference features (train/), which serving/ may not import.
 """
 
 from __future__ import annotations
@@ -67,7 +67,7 @@ def create_baseline_app(model_dir: Path) -> Any:
 
 def main(argv: list[str] | None = None) -> int:
     """Load the MLP folder and serve it with app.run(threaded=True) until stopped."""
-    parser = argparse.ArgumentParser(prog="python -m train.bench_serve_baseline", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m bench.serve_baseline", description=__doc__.splitlines()[0])
     parser.add_argument("--model-dir", type=Path, required=True, help="a Keras MLP model folder")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)
@@ -81,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         app = create_baseline_app(args.model_dir)
     except InstrumentIdError as exc:
-        print(f"bench_serve_baseline: error: {exc}", file=sys.stderr)
+        print(f"bench.serve_baseline: error: {exc}", file=sys.stderr)
         return 2
     logging.getLogger("werkzeug").setLevel(logging.WARNING)  # no line per request: the bench reads no access log
     print(f"baseline serving {args.model_dir} on http://{args.host}:{args.port}", flush=True)

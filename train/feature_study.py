@@ -1,0 +1,189 @@
+"""`instrument-id feature-study`: which musicnn output and which head, and leave-one-soundfont-out, on a feature cache.
+
+Two measurements, synthetic audio only (real recordings are never read here):
+- outputs x heads: for each musicnn output combination held in the cache (a cache made with
+  --feature-set musicnn:taggram+penultimate+mean_pool+max_pool holds them all), fit each head on train, choose
+  thresholds on valid, and report valid mAP (the selection figure: no threshold is tuned on it) and test macro-F1.
+- leave-one-soundfont-out: for each soundfont of the corpus (read from musicnet_metadata.csv's source column), fit
+  on the train windows of the other soundfonts, choose thresholds on their valid windows, and score every original
+  window rendered with the held-out one. The matrix says how a model does on timbres it never heard.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm import tqdm
+
+from instrument_id.atomic import write_text_atomic
+from instrument_id.errors import InstrumentIdError
+from instrument_id.feature_sets import FeatureSetSpec
+from model_zoo.featureset import FeatureSet, load_featureset
+from train.metrics import multilabel_metrics
+
+SOURCE_FONT = re.compile(r"instrument-id synth \(([^,]+),")
+DEFAULT_HEADS = ("lr", "mlp")
+DEFAULT_COMBINATIONS = ("taggram", "penultimate", "mean_pool", "max_pool", "max_pool+mean_pool",
+                        "penultimate+max_pool", "taggram+penultimate+mean_pool+max_pool")
+
+
+def output_columns(spec: FeatureSetSpec) -> dict[str, slice]:
+    """{musicnn output: its columns in the cache}, in the order the spec concatenates them."""
+    from model_zoo.embedding import load_embedding
+
+    if spec.name != "musicnn":
+        raise InstrumentIdError(f"output combinations need a musicnn cache, this one holds {spec.label}")
+    widths = load_embedding().widths
+    columns, start = {}, 0
+    for name in spec.settings["outputs"]:
+        columns[name] = slice(start, start + widths[name])
+        start += widths[name]
+    if start != spec.width:
+        raise InstrumentIdError(f"the cache's {spec.label} is {spec.width} wide, its outputs add up to {start}")
+    return columns
+
+
+def select_outputs(features: FeatureSet, outputs: tuple[str, ...]) -> FeatureSet:
+    """The cache restricted to some of its musicnn outputs, as the feature set musicnn:a+b would have made it."""
+    from model_zoo.featurizers import musicnn_spec
+
+    columns = output_columns(features.feature_set)
+    missing = [name for name in outputs if name not in columns]
+    if missing:
+        raise InstrumentIdError(f"the cache holds musicnn outputs {list(columns)}, not {missing}")
+    spec = musicnn_spec(outputs)
+    if spec.settings["model_sha256"] != features.feature_set.settings["model_sha256"]:
+        raise InstrumentIdError("the cache was made with another musicnn conversion than the shipped one; recompute it")
+    X = np.concatenate([features.X[:, columns[name]] for name in outputs], axis=1)
+    config = {**features.config, "feature_set": spec.to_dict()}
+    return FeatureSet(X=X, Y=features.Y, split=features.split, recording=features.recording, variant=features.variant,
+                      start_seconds=features.start_seconds, config=config)
+
+
+def _scores(model: Any, features: FeatureSet, mask: np.ndarray) -> dict[str, Any]:
+    probabilities, decisions = model.predict(features.X[mask])
+    return multilabel_metrics(features.Y[mask], decisions, probabilities)
+
+
+def heads_study(features: FeatureSet, combinations: list[str], heads: list[str], seed: int) -> list[dict[str, Any]]:
+    """One row per (outputs, head): valid mAP, test macro-F1 and mAP."""
+    from train.models import train_model
+
+    rows = []
+    valid = (features.split == "valid") & (features.variant == 0)
+    test = (features.split == "test") & (features.variant == 0)
+    for combination in tqdm(combinations, desc="outputs", unit="set"):
+        subset = select_outputs(features, tuple(combination.split("+")))
+        for head in heads:
+            model = train_model(subset, head, seed=seed)
+            v, t = _scores(model, subset, valid), _scores(model, subset, test)
+            rows.append({"outputs": combination, "width": subset.feature_set.width, "head": head,
+                         "valid_mAP": v["mAP"], "valid_macro_f1": v["macro_f1"],
+                         "test_mAP": t["mAP"], "test_macro_f1": t["macro_f1"]})
+    return rows
+
+
+def recording_fonts(data_dir: Path) -> dict[str, str]:
+    """{recording id: soundfont file name} from a synthetic corpus's musicnet_metadata.csv."""
+    path = Path(data_dir) / "musicnet_metadata.csv"
+    if not path.is_file():
+        raise InstrumentIdError(f"{path}: missing; leave-one-soundfont-out needs the corpus the cache was made from")
+    fonts = {}
+    with open(path, newline="", encoding="utf-8") as handle:
+        for row in csv.DictReader(handle):
+            match = SOURCE_FONT.match(row.get("source", ""))
+            if not match:
+                raise InstrumentIdError(f"{path}: recording {row.get('id')} has no instrument-id synth source")
+            fonts[str(row["id"])] = match.group(1)
+    return fonts
+
+
+def _restrict(features: FeatureSet, mask: np.ndarray) -> FeatureSet:
+    return FeatureSet(X=features.X[mask], Y=features.Y[mask], split=features.split[mask],
+                      recording=features.recording[mask], variant=features.variant[mask],
+                      start_seconds=features.start_seconds[mask], config=features.config)
+
+
+def leave_one_font_out(features: FeatureSet, fonts: dict[str, str], heads: list[str], seed: int) -> list[dict[str, Any]]:
+    """One row per (held-out soundfont, head): macro-F1 and mAP on every original window of that soundfont."""
+    from train.models import train_model
+
+    unknown = sorted(set(features.recording) - set(fonts))
+    if unknown:
+        raise InstrumentIdError(f"recordings {unknown[:5]} of the cache are not in the corpus's metadata")
+    font_of = np.array([fonts[r] for r in features.recording])
+    rows = []
+    for held_out in tqdm(sorted(set(font_of)), desc="held-out soundfont", unit="font"):
+        others = _restrict(features, font_of != held_out)
+        target = (font_of == held_out) & (features.variant == 0)
+        for head in heads:
+            model = train_model(others, head, seed=seed)
+            scores = _scores(model, features, target)
+            quiet_share = float(np.mean(~model.predict(features.X[target])[1].any(axis=1)[features.Y[target].sum(1) == 0])) \
+                if (features.Y[target].sum(1) == 0).any() else None
+            rows.append({"held_out": held_out, "head": head, "n_windows": int(target.sum()),
+                         "macro_f1": scores["macro_f1"], "mAP": scores["mAP"], "quiet_share_no_instrument": quiet_share})
+    return rows
+
+
+def markdown(result: dict[str, Any]) -> str:
+    """The tables of a study as Markdown."""
+    lines = [f"# Feature study: {result['feature_set']}", "", f"cache: {result['features']}", ""]
+    if result.get("heads"):
+        lines += ["| outputs | width | head | valid mAP | test mAP | test macro-F1 |", "|---|---|---|---|---|---|"]
+        lines += [f"| {r['outputs']} | {r['width']} | {r['head']} | {r['valid_mAP']:.3f} | {r['test_mAP']:.3f} | "
+                  f"{r['test_macro_f1']:.3f} |" for r in result["heads"]]
+        lines.append("")
+    if result.get("leave_one_soundfont_out"):
+        lines += ["| held-out soundfont | head | windows | macro-F1 | mAP |", "|---|---|---|---|---|"]
+        lines += [f"| {r['held_out']} | {r['head']} | {r['n_windows']} | {r['macro_f1']:.3f} | {r['mAP']:.3f} |"
+                  for r in result["leave_one_soundfont_out"]]
+    return "\n".join(lines) + "\n"
+
+
+def add_parser(parser: argparse.ArgumentParser) -> None:
+    """Arguments of `instrument-id feature-study`."""
+    parser.add_argument("--features", required=True, type=Path, help="feature cache (.npz)")
+    parser.add_argument("--out", required=True, type=Path, help="folder for study.json and study.md (not model_zoo/)")
+    parser.add_argument("--heads", default=",".join(DEFAULT_HEADS), help="comma-separated model names (lr,mlp,rf,...)")
+    parser.add_argument("--outputs", default=None,
+                        help="comma-separated musicnn output combinations to compare (a+b joins outputs); "
+                             "default: every one of " + ", ".join(DEFAULT_COMBINATIONS) + " the cache holds")
+    parser.add_argument("--loso-data", type=Path, default=None,
+                        help="the synthetic corpus of the cache: adds the leave-one-soundfont-out matrix")
+    parser.add_argument("--loso-outputs", default=None,
+                        help="musicnn outputs for the leave-one-soundfont-out fits (default: the whole cache)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--json", action="store_true", help="print one JSON object of the figures")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the asked studies; write study.json and study.md; print the tables (or the JSON)."""
+    from model_zoo.zoo import refuse_model_zoo_path
+
+    refuse_model_zoo_path(args.out)
+    features = load_featureset(args.features)
+    heads = [h for h in args.heads.split(",") if h]
+    result: dict[str, Any] = {"features": str(args.features), "feature_set": features.feature_set.label}
+    if features.feature_set.name == "musicnn":
+        held = set(features.feature_set.settings["outputs"])
+        combinations = args.outputs.split(",") if args.outputs else \
+            [c for c in DEFAULT_COMBINATIONS if set(c.split("+")) <= held]
+        result["heads"] = heads_study(features, combinations, heads, args.seed)
+    if args.loso_data is not None:
+        loso = features
+        if args.loso_outputs:
+            loso = select_outputs(features, tuple(args.loso_outputs.split("+")))
+        result["loso_feature_set"] = loso.feature_set.label
+        result["leave_one_soundfont_out"] = leave_one_font_out(loso, recording_fonts(args.loso_data), heads, args.seed)
+    args.out.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(args.out / "study.json", json.dumps(result, indent=2) + "\n")
+    write_text_atomic(args.out / "study.md", markdown(result))
+    print(json.dumps(result) if args.json else markdown(result))
+    return 0
