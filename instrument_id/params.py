@@ -63,9 +63,12 @@ class AudioParams:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "AudioParams":
-        """Rebuild from a stored dict; unknown keys are an error, never silently dropped."""
+        """Rebuild from a stored dict; unknown and missing keys are errors (today's defaults never fill a gap)."""
         known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
+        unknown, missing = sorted(set(data) - known), sorted(known - set(data))
         if unknown:
             raise InstrumentIdError(f"unknown audio settings {unknown}; this artefact needs a newer instrument-id")
+        if missing:
+            raise InstrumentIdError(f"audio settings {missing} are missing from the stored parameters; "
+                                    "the artefact is incomplete or from another version: re-create it")
         return cls(**data)

@@ -61,3 +61,15 @@ def test_fit_pipeline_without_pca_and_refusing_more_components_than_width():
     assert not fit_pipeline(X, 0).has_pca and fit_pipeline(X, 8).n_components == 8
     with pytest.raises(InstrumentIdError, match="0 \\(no PCA\\) .. 30"):
         fit_pipeline(X, 31)
+
+
+def test_audio_params_from_dict_refuses_missing_and_unknown_fields():
+    from instrument_id.params import AudioParams
+
+    stored = AudioParams().to_dict()
+    assert AudioParams.from_dict(stored) == AudioParams()
+    partial = {k: v for k, v in stored.items() if k != "hop_seconds"}
+    with pytest.raises(InstrumentIdError, match=r"\['hop_seconds'\] are missing"):
+        AudioParams.from_dict(partial)
+    with pytest.raises(InstrumentIdError, match="unknown audio settings"):
+        AudioParams.from_dict({**stored, "gain": 2})
