@@ -30,6 +30,17 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
+# the extra that brings each package's libraries (pip install 'instrument-id[EXTRA]')
+EXTRAS = {"train": "train", "serving": "serve", "bench": "train,serve", "tflite": "edge", "model_zoo": "train"}
+
+
+def missing_extra_message(command: str, module_name: str, exc: ImportError) -> str:
+    """One line saying which library is missing for a subcommand and which extra installs it."""
+    extra = EXTRAS.get(module_name.split(".")[0], "train,serve")
+    return (f"instrument-id {command}: needs {exc.name or 'a library'} that this install lacks; "
+            f"pip install 'instrument-id[{extra}]'")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The top-level parser with every subcommand's arguments."""
     parser = argparse.ArgumentParser(prog="instrument-id", description="Recognize the 11 MusicNet instruments in audio.")
@@ -64,15 +75,24 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     limit_blas_threads()
     if argv and argv[0] in COMMANDS and argv[0] not in ("-h", "--help"):
-        module = importlib.import_module(COMMANDS[argv[0]][0])
+        try:
+            module = importlib.import_module(COMMANDS[argv[0]][0])
+        except ImportError as exc:  # the edge install runs predict/analyze; training and serving need their extras
+            print(missing_extra_message(argv[0], COMMANDS[argv[0]][0], exc), file=sys.stderr)
+            return 2
         parser = argparse.ArgumentParser(prog=f"instrument-id {argv[0]}", description=COMMANDS[argv[0]][1])
         module.add_parser(parser)
         args = parser.parse_args(argv[1:])
+        command = argv[0]
     else:
         args = build_parser().parse_args(argv)
-        module = importlib.import_module(COMMANDS[args.command][0])
+        command = args.command
+        module = importlib.import_module(COMMANDS[command][0])
     try:
         return int(module.run(args) or 0)
+    except ImportError as exc:  # a library the command imports when it runs (e.g. scikit-learn for train)
+        print(missing_extra_message(command, COMMANDS[command][0], exc), file=sys.stderr)
+        return 2
     except InstrumentIdError as exc:
         print(f"instrument-id {argv[0]}: error: {exc}", file=sys.stderr)
         return 2

@@ -44,6 +44,19 @@ echo "== instrument-id predict with its default model: the shipped raw-audio MLP
 "$venv/bin/python" -c "from tflite.scorer import DEFAULT_MODEL_DIR; from model_zoo import verify_model_dir; \
 print('installed default model verified:', DEFAULT_MODEL_DIR, verify_model_dir(DEFAULT_MODEL_DIR)['version'])"
 
+echo "== instrument-id predict with the shipped musicnn raw-audio model (log-mel + network + head in one file)"
+"$venv/bin/instrument-id" predict "$clip" --model "$repo/model_zoo/models/musicnn/model_raw_audio.tflite" --json
+echo "== the CLI in the edge install: --help works, a training command says which extra it needs in one line"
+"$venv/bin/instrument-id" --help >/dev/null
+set +e
+message=$("$venv/bin/instrument-id" synth --out "$(mktemp -d)/corpus" --minutes 1 2>&1); status=$?
+set -e
+if [[ $status != 2 || $message == *Traceback* || $message != *"pip install 'instrument-id[train]'"* ]]; then
+    echo "edge check: 'instrument-id synth' should exit 2 with one line naming the extra, got $status: $message" >&2
+    exit 1
+fi
+echo "$message"
+
 echo "== install size"
 site=$("$venv/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
 echo "edge venv site-packages: $(du -sh "$site" | cut -f1)"
