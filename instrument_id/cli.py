@@ -48,6 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
     for name, (module_name, help_text) in COMMANDS.items():
         try:
             module = importlib.import_module(module_name)
+            module.add_parser(argparse.ArgumentParser(add_help=False))  # some add_parser import their subcommands
         except ImportError as exc:  # e.g. the edge install has no training libraries
             sub.add_parser(name, help=f"{help_text} [unavailable here: {exc.name} is not installed; "
                                        "pip install 'instrument-id[train,serve]']")
@@ -75,13 +76,13 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     limit_blas_threads()
     if argv and argv[0] in COMMANDS and argv[0] not in ("-h", "--help"):
+        parser = argparse.ArgumentParser(prog=f"instrument-id {argv[0]}", description=COMMANDS[argv[0]][1])
         try:
             module = importlib.import_module(COMMANDS[argv[0]][0])
+            module.add_parser(parser)
         except ImportError as exc:  # the edge install runs predict/analyze; training and serving need their extras
             print(missing_extra_message(argv[0], COMMANDS[argv[0]][0], exc), file=sys.stderr)
             return 2
-        parser = argparse.ArgumentParser(prog=f"instrument-id {argv[0]}", description=COMMANDS[argv[0]][1])
-        module.add_parser(parser)
         args = parser.parse_args(argv[1:])
         command = argv[0]
     else:
