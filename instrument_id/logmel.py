@@ -15,6 +15,7 @@ import scipy.fft
 import scipy.signal
 
 from instrument_id.errors import InstrumentIdError
+from instrument_id.params import checked_fields
 
 # slaney mel scale (librosa.hz_to_mel with htk=False): linear below 1 kHz, logarithmic above
 _MEL_LINEAR_HZ_PER_MEL = 200.0 / 3.0
@@ -63,13 +64,7 @@ class LogMelParams:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "LogMelParams":
         """Rebuild from a stored dict; unknown and missing keys are errors (today's defaults never fill a gap)."""
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown, missing = sorted(set(data) - known), sorted(known - set(data))
-        if unknown:
-            raise InstrumentIdError(f"unknown log-mel settings {unknown}; this artefact needs a newer instrument-id")
-        if missing:
-            raise InstrumentIdError(f"log-mel settings {missing} are missing from the stored parameters")
-        return cls(**data)
+        return cls(**checked_fields(cls, data, "log-mel"))
 
 
 def frames_for(samples: int, params: LogMelParams) -> int:

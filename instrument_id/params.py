@@ -64,11 +64,16 @@ class AudioParams:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "AudioParams":
         """Rebuild from a stored dict; unknown and missing keys are errors (today's defaults never fill a gap)."""
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown, missing = sorted(set(data) - known), sorted(known - set(data))
-        if unknown:
-            raise InstrumentIdError(f"unknown audio settings {unknown}; this artefact needs a newer instrument-id")
-        if missing:
-            raise InstrumentIdError(f"audio settings {missing} are missing from the stored parameters; "
-                                    "the artefact is incomplete or from another version: re-create it")
-        return cls(**data)
+        return cls(**checked_fields(cls, data, "audio"))
+
+
+def checked_fields(cls: type, data: dict[str, Any], what: str) -> dict[str, Any]:
+    """data once it names exactly the dataclass's fields: unknown and missing keys are errors naming them."""
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown, missing = sorted(set(data) - known), sorted(known - set(data))
+    if unknown:
+        raise InstrumentIdError(f"unknown {what} settings {unknown}; this artefact needs a newer instrument-id")
+    if missing:
+        raise InstrumentIdError(f"{what} settings {missing} are missing from the stored parameters; "
+                                "the artefact is incomplete or from another version: re-create it")
+    return data
