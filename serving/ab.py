@@ -1,8 +1,9 @@
 """A/B routing and its report: sticky arms per client, latency percentiles, agreement and feedback scores.
 
 A client's arm is the sha256 of its X-Client-Id mapped into [0, 1) and compared with the arms' cumulative
-normalized weights, so the same client always lands on the same arm (while the config stays the same) and the
-split over many clients follows the weights. Requests without a client id are assigned at random.
+normalized weights, so the same client always lands on the same arm (while the config stays the same), on every
+replica alike without asking the database, and the split over many clients follows the weights. Requests
+without a client id are assigned at random. The report's sums come from the log's database (serving/store_sql.py).
 """
 
 from __future__ import annotations
@@ -11,15 +12,11 @@ import bisect
 import hashlib
 import itertools
 import random
-from collections import defaultdict
 from typing import Any, Iterable
-
-import numpy as np
 
 from instrument_id.errors import InstrumentIdError
 from serving.config import ArmConfig
-
-PERCENTILES = (50, 95, 99)
+from serving.store_sql import N_INSTRUMENTS, PERCENTILES, AgreementSums, FeedbackSums, ReportAggregates
 
 
 def client_bucket(client_id: str) -> float:
@@ -55,66 +52,50 @@ class ABRouter:
         return next((arm.name for arm in self.arms if arm.model == model_name), None)
 
 
-def _percentiles(values: list[float]) -> dict[str, float | None]:
-    if not values:
-        return {f"p{q}": None for q in PERCENTILES}
-    found = np.percentile(np.asarray(values, dtype=np.float64), PERCENTILES)
-    return {f"p{q}": round(float(v), 3) for q, v in zip(PERCENTILES, found)}
-
-
-def _micro_scores(pairs: list[tuple[set[str], set[str]]]) -> dict[str, Any]:
-    """Micro precision/recall/F1 over instruments from (predicted, true) column-name sets."""
-    tp = sum(len(pred & true) for pred, true in pairs)
-    fp = sum(len(pred - true) for pred, true in pairs)
-    fn = sum(len(true - pred) for pred, true in pairs)
+def _micro_scores(sums: FeedbackSums | None) -> dict[str, Any]:
+    """Micro precision/recall/F1 over instruments from an arm's summed feedback (None: no feedback yet)."""
+    n, tp, predicted, true = (sums.n, sums.hits, sums.predicted, sums.true) if sums else (0, 0, 0, 0)
+    fp, fn = predicted - tp, true - tp
     precision = tp / (tp + fp) if tp + fp else None
     recall = tp / (tp + fn) if tp + fn else None
     f1 = 2 * tp / (2 * tp + fp + fn) if tp + fp + fn else None
     return {
-        "n": len(pairs), "true_positives": tp, "false_positives": fp, "false_negatives": fn,
+        "n": n, "true_positives": tp, "false_positives": fp, "false_negatives": fn,
         "precision": precision, "recall": recall, "f1": f1,
     }
 
 
-def _agreement(rows: list[dict[str, Any]], arm_names: list[str]) -> dict[str, dict[str, dict[str, Any]]]:
+def _agreement(aggregates: ReportAggregates, arm_names: list[str]) -> dict[str, dict[str, dict[str, Any]]]:
     """Per arm, per other arm: clips both scored in one compare group, exact and per-instrument agreement."""
-    groups: dict[str, dict[str, set[str]]] = defaultdict(dict)
-    for row in rows:
-        if row["compare_group"] and row["arm"]:
-            groups[row["compare_group"]].setdefault(row["arm"], set(row["instruments"]))
     result: dict[str, dict[str, dict[str, Any]]] = {name: {} for name in arm_names}
     for arm, other in itertools.permutations(arm_names, 2):
-        both = [g for g in groups.values() if arm in g and other in g]
-        n_labels = len(both) * 11
-        differing = sum(len(g[arm] ^ g[other]) for g in both)
+        sums = aggregates.agreement.get((arm, other), AgreementSums(0, 0, 0))
         result[arm][other] = {
-            "clips": len(both),
-            "exact_agreement": sum(g[arm] == g[other] for g in both) / len(both) if both else None,
-            "instrument_agreement": 1 - differing / n_labels if both else None,
+            "clips": sums.clips,
+            "exact_agreement": sums.exact / sums.clips if sums.clips else None,
+            "instrument_agreement": 1 - sums.differing / (sums.clips * N_INSTRUMENTS) if sums.clips else None,
         }
     return result
 
 
-def ab_report(router: ABRouter, rows: list[dict[str, Any]], feedback: dict[str, list[str]]) -> dict[str, Any]:
-    """The A/B report from logged prediction rows (dicts with arm, model, latency_ms, instruments, compare_group)
-    and feedback {prediction_id: true column names}."""
+def ab_report(router: ABRouter, aggregates: ReportAggregates) -> dict[str, Any]:
+    """The A/B report from the log's aggregates (counts, latency percentiles, feedback and agreement sums)."""
     names = [arm.name for arm in router.arms]
-    agreement = _agreement(rows, names)
+    agreement = _agreement(aggregates, names)
     arms = {}
     for arm, share in zip(router.arms, router.shares):
-        routed = [row for row in rows if row["arm"] == arm.name and not row["compare_group"]]
-        scored = [row for row in rows if row["arm"] == arm.name and row["id"] in feedback]
         arms[arm.name] = {
             "model": arm.model,
             "weight": share,
-            "count": len(routed),
-            "latency_ms": _percentiles([row["latency_ms"] for row in routed]),
+            "count": aggregates.routed_counts.get(arm.name, 0),
+            "latency_ms": aggregates.latency_ms.get(arm.name, {f"p{q}": None for q in PERCENTILES}),
             "agreement": agreement[arm.name],
-            "feedback": _micro_scores([(set(row["instruments"]), set(feedback[row["id"]])) for row in scored]),
+            "feedback": _micro_scores(aggregates.feedback.get(arm.name)),
         }
     return {
         "arms": arms,
         "notes": "count and latency cover A/B-routed predictions (/v2/predict, /RNA); agreement comes from "
                  "/v2/compare groups; precision/recall/F1 are micro-averaged over instruments on predictions "
-                 "with feedback (compare predictions included)",
+                 "with feedback (compare predictions included); all are summed by the log's database over "
+                 "every replica writing to it",
     }

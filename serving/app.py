@@ -10,9 +10,10 @@ from flask import Flask
 from serving.ab import ABRouter
 from serving.config import ServingConfig, parse_config
 from serving.errors import LOGGER, register_error_handlers
+from serving.log_buffer import BufferedLog
 from serving.models import ServedModel, load_served_model
 from serving.ops import ServingMetrics, install_request_hooks
-from serving.store import PredictionStore
+from serving.prediction_log import open_prediction_log
 
 EXTENSION = "instrument_id"
 
@@ -24,7 +25,7 @@ class ServingState:
     config: ServingConfig
     models: dict[str, ServedModel]
     router: ABRouter
-    store: PredictionStore
+    store: BufferedLog
     metrics: ServingMetrics
 
 
@@ -42,15 +43,15 @@ def create_app(config: dict[str, Any] | ServingConfig | None = None) -> Flask:
         models[model_config.name] = load_served_model(model_config)
         LOGGER.info("loaded model %s (%s runtime, version %s) from %s", model_config.name, model_config.runtime,
                     models[model_config.name].version, model_config.path)
-    store = PredictionStore(serving_config.log_db)
-    store.init_schema()
+    metrics = ServingMetrics()
+    store = open_prediction_log(serving_config.log_db, metrics.registry)
 
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = serving_config.max_upload_bytes
     app.json.sort_keys = False  # instruments stay in class order
     app.url_map.merge_slashes = False  # '//v2//predict' is a 404, not a redirect
     app.extensions[EXTENSION] = ServingState(
-        config=serving_config, models=models, router=ABRouter(serving_config.arms), store=store, metrics=ServingMetrics(),
+        config=serving_config, models=models, router=ABRouter(serving_config.arms), store=store, metrics=metrics,
     )
     register_error_handlers(app)
     install_request_hooks(app)

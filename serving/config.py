@@ -2,7 +2,7 @@
 
 A config is a JSON or TOML file (or the same data as a dict passed to create_app):
 
-    log_db = "runs/serving/predictions.sqlite"
+    log_db = "runs/serving/predictions.sqlite"  # or "postgresql://user@host:5432/db": one log for many replicas
     max_upload_bytes = 10485760           # request bodies above this get 413 (all routes but /v2/analyze)
     max_analyze_bytes = 67108864          # audio decoded in memory (predict, compare) above this, as float32, gets 413
     max_analyze_upload_bytes = 209715200  # POST /v2/analyze bodies above this get 413 (files stream: memory stays flat)
@@ -46,6 +46,7 @@ SHIPPED_MODELS_DIR = Path(__file__).resolve().parent.parent / "model_zoo" / "mod
 TOP_KEYS = {"models", "ab", "log_db", "max_upload_bytes", "max_analyze_bytes", "max_analyze_upload_bytes", "max_analyze_seconds"}
 MODEL_KEYS = {"path", "runtime", "tflite_file"}
 ARM_KEYS = {"model", "weight"}
+POSTGRES_URL_PREFIXES = ("postgresql://", "postgres://")
 
 
 @dataclass(frozen=True)
@@ -73,7 +74,7 @@ class ServingConfig:
 
     models: tuple[ModelConfig, ...]
     arms: tuple[ArmConfig, ...]
-    log_db: Path
+    log_db: Path | str  # a SQLite file, or a PostgreSQL URL kept as the string it was given
     max_upload_bytes: int
     max_analyze_bytes: int
     max_analyze_upload_bytes: int
@@ -110,6 +111,24 @@ def _check_keys(where: str, data: Any, allowed: set[str], required: set[str] = f
     if missing:
         raise InstrumentIdError(f"{where}: missing key {missing[0]!r}")
     return data
+
+
+def is_postgres_url(log_db: str) -> bool:
+    """Whether a log_db setting names a PostgreSQL server ("postgresql://..." or "postgres://...")."""
+    return log_db.startswith(POSTGRES_URL_PREFIXES)
+
+
+def _log_db(value: Any, base_dir: Path, where: str) -> Path | str:
+    """A PostgreSQL URL as given, or the SQLite file's path resolved against base_dir."""
+    if not isinstance(value, str) or not value:
+        raise InstrumentIdError(f"{where}: log_db must be a file path or a postgresql:// URL, got {value!r}")
+    if is_postgres_url(value):
+        return value
+    if "://" in value:
+        raise InstrumentIdError(f"{where}: log_db {value.split('://')[0]}:// is not supported: "
+                                "give a SQLite file path or a postgresql:// URL")
+    path = Path(value).expanduser()
+    return path if path.is_absolute() else base_dir / path
 
 
 def _positive_int(where: str, value: Any) -> int:
@@ -169,14 +188,10 @@ def parse_config(data: dict[str, Any] | None, base_dir: Path | None = None, wher
     models = tuple(_model(str(name), entry, base_dir, where) for name, entry in models_data.items())
     names = [model.name for model in models]
     arms = _arms(data.get("ab"), names, where)
-    log_db = data.get("log_db", str(DEFAULT_LOG_DB))
-    if not isinstance(log_db, str) or not log_db:
-        raise InstrumentIdError(f"{where}: log_db must be a file path, got {log_db!r}")
-    log_path = Path(log_db).expanduser()
     return ServingConfig(
         models=models,
         arms=arms,
-        log_db=log_path if log_path.is_absolute() else base_dir / log_path,
+        log_db=_log_db(data.get("log_db", str(DEFAULT_LOG_DB)), base_dir, where),
         max_upload_bytes=_positive_int(f"{where}: max_upload_bytes", data.get("max_upload_bytes", DEFAULT_MAX_UPLOAD_BYTES)),
         max_analyze_bytes=_positive_int(f"{where}: max_analyze_bytes", data.get("max_analyze_bytes", DEFAULT_MAX_ANALYZE_BYTES)),
         max_analyze_upload_bytes=_positive_int(f"{where}: max_analyze_upload_bytes",

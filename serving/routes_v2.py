@@ -217,6 +217,7 @@ def feedback():
 
 @bp.get("/ab/report")
 def report():
-    """Per arm: count, latency percentiles, agreement with the other arms, precision/recall/F1 on feedback."""
+    """Per arm: count, latency percentiles, agreement with the other arms, precision/recall/F1 on feedback (summed
+    by the log's database, over every replica that writes to it)."""
     current = state()
-    return jsonify(ab_report(current.router, current.store.prediction_rows(), current.store.feedback()))
+    return jsonify(ab_report(current.router, current.store.report_aggregates()))

@@ -1,7 +1,9 @@
-"""The prediction log: SQLite in WAL mode, one connection per process and thread, commits retried when busy.
+"""The prediction log on SQLite (the embedded default): WAL mode, one connection per process and thread.
 
 Every answered prediction is committed before its response is sent, so a client that got a prediction id can
-always give feedback on it, and a worker stopped gracefully loses nothing it answered.
+always give feedback on it, and a worker stopped or killed loses nothing it answered. A write the database
+cannot take now (locked past the busy timeout, disk full, I/O error) raises LogUnavailableError, which
+serving/log_buffer.py turns into an answer that is still sent and a row logged later.
 """
 
 from __future__ import annotations
@@ -16,38 +18,26 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, TypeVar
 
 from instrument_id.errors import InstrumentIdError
+from serving.store_sql import (ADDED_COLUMNS, PREDICTION_KNOWN_SQL, UPSERT_FEEDBACK_SQL, ReportAggregates,
+                               insert_predictions_sql, instrument_mask, report_aggregates, schema_statements)
 
-BUSY_TIMEOUT_MS = 5000
-RETRIES = 5
-RETRY_BASE_SECONDS = 0.05
+BUSY_TIMEOUT_MS = 1000  # another process's commit takes well under a millisecond; a lock held longer is a fault
 T = TypeVar("T")
+# SQLite result codes (extended codes reduced to their first two words) that mean "not now", not "a bug"
+UNAVAILABLE_CODES = {
+    "SQLITE_BUSY": "locked", "SQLITE_LOCKED": "locked", "SQLITE_PROTOCOL": "locked",
+    "SQLITE_FULL": "disk_full", "SQLITE_IOERR": "io_error", "SQLITE_CANTOPEN": "io_error", "SQLITE_READONLY": "io_error",
+}
+UNAVAILABLE_MESSAGES = (("locked", "locked"), ("busy", "locked"), ("full", "disk_full"), ("disk i/o", "io_error"),
+                        ("unable to open", "io_error"), ("readonly", "io_error"))
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS predictions (
-    id TEXT PRIMARY KEY,
-    ts REAL NOT NULL,
-    route TEXT NOT NULL,
-    arm TEXT,
-    model TEXT NOT NULL,
-    model_version TEXT NOT NULL,
-    latency_ms REAL NOT NULL,
-    decode_ms REAL NOT NULL,
-    features_ms REAL NOT NULL,
-    model_ms REAL NOT NULL,
-    probabilities TEXT NOT NULL,
-    instruments TEXT NOT NULL,
-    request_bytes INTEGER NOT NULL,
-    client_id TEXT,
-    compare_group TEXT
-);
-CREATE INDEX IF NOT EXISTS predictions_arm ON predictions (arm);
-CREATE INDEX IF NOT EXISTS predictions_group ON predictions (compare_group);
-CREATE TABLE IF NOT EXISTS feedback (
-    prediction_id TEXT PRIMARY KEY REFERENCES predictions (id),
-    true_labels TEXT NOT NULL,
-    ts REAL NOT NULL
-);
-"""
+
+class LogUnavailableError(Exception):
+    """The log cannot take a write now; reason is one of locked, disk_full, io_error, unreachable."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 @dataclass(frozen=True)
@@ -71,17 +61,25 @@ class PredictionRecord:
     compare_group: str | None
 
     def row(self) -> tuple:
-        """The values in column order, JSON fields encoded (getattr per column: astuple deep-copies, 0.4 ms a row)."""
-        return tuple(json.dumps(getattr(self, name)) if name in JSON_COLUMNS else getattr(self, name) for name in COLUMNS)
+        """The values in INSERT_COLUMNS order: JSON fields encoded, the instruments' mask last (getattr per column:
+        astuple deep-copies, 0.4 ms a row)."""
+        values = (json.dumps(getattr(self, name)) if name in JSON_COLUMNS else getattr(self, name) for name in COLUMNS)
+        return (*values, instrument_mask(self.instruments))
 
 
 COLUMNS = [f.name for f in fields(PredictionRecord)]
+INSERT_COLUMNS = [*COLUMNS, "instruments_mask"]
 JSON_COLUMNS = frozenset({"probabilities", "instruments"})
 
 
-def _is_busy(exc: sqlite3.OperationalError) -> bool:
-    message = str(exc).lower()
-    return "locked" in message or "busy" in message
+def unavailable_reason(exc: sqlite3.Error) -> str | None:
+    """'locked', 'disk_full' or 'io_error' when exc says the database cannot write now; None for anything else."""
+    name = getattr(exc, "sqlite_errorname", "") or ""
+    reason = UNAVAILABLE_CODES.get("_".join(name.split("_")[:2]))
+    if reason or name:
+        return reason
+    message = str(exc).lower()  # Python before 3.11 names no error code
+    return next((reason for word, reason in UNAVAILABLE_MESSAGES if word in message), None)
 
 
 class PredictionStore:
@@ -95,18 +93,41 @@ class PredictionStore:
         # threads now queue here and only the other worker processes can still hold the lock
         self._write_lock = threading.Lock()
 
+    def describe(self) -> str:
+        """Where the log is, for the startup line."""
+        return str(self.path)
+
     def init_schema(self) -> None:
-        """Create the folder, the tables and WAL mode; the connection is closed so no fork inherits it."""
+        """Create the folder, the tables and WAL mode, and add the mask columns to a log written before them;
+        the connection is closed so no fork inherits it."""
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             connection = self._open()
             try:
                 connection.execute("PRAGMA journal_mode=WAL")
-                connection.executescript(SCHEMA)
+                self._add_mask_columns(connection)
+                for statement in schema_statements("REAL"):
+                    connection.execute(statement)
             finally:
                 connection.close()
         except (OSError, sqlite3.Error) as exc:
             raise InstrumentIdError(f"{self.path}: cannot open the prediction log ({exc})") from None
+
+    @staticmethod
+    def _add_mask_columns(connection: sqlite3.Connection) -> None:
+        """Older logs: add instruments_mask / true_mask and fill them from the JSON columns, in one transaction."""
+        connection.create_function("instrument_mask", 1, lambda text: instrument_mask(json.loads(text)), deterministic=True)
+        connection.execute("BEGIN IMMEDIATE")
+        try:
+            for table, column, source in ADDED_COLUMNS:
+                present = {row[1] for row in connection.execute(f"PRAGMA table_info({table})")}
+                if present and column not in present:
+                    connection.execute(f"ALTER TABLE {table} ADD COLUMN {column} INTEGER")
+                    connection.execute(f"UPDATE {table} SET {column} = instrument_mask({source})")
+            connection.execute("COMMIT")
+        except BaseException:
+            connection.execute("ROLLBACK")
+            raise
 
     def _open(self) -> sqlite3.Connection:
         connection = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None, check_same_thread=False)
@@ -122,50 +143,53 @@ class PredictionStore:
             local.connection, local.pid = self._open(), os.getpid()
         return local.connection
 
-    def _retry(self, work: Callable[[sqlite3.Connection], T]) -> T:
-        """Run work in one transaction, retrying with backoff while another process's writer holds the lock."""
-        with self._write_lock:
-            return self._retry_locked(work)
-
-    def _retry_locked(self, work: Callable[[sqlite3.Connection], T]) -> T:
-        for attempt in range(RETRIES + 1):
+    def _write(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        """Run work in one committed transaction; LogUnavailableError when the database cannot take it now."""
+        if not self._write_lock.acquire(timeout=BUSY_TIMEOUT_MS / 1000):
+            raise LogUnavailableError("locked", f"{self.path}: this process's writers are stuck behind a locked log")
+        try:
             connection = self._connection()
+            connection.execute("BEGIN IMMEDIATE")
             try:
-                connection.execute("BEGIN IMMEDIATE")
-                try:
-                    result = work(connection)
-                    connection.execute("COMMIT")
-                    return result
-                except BaseException:
+                result = work(connection)
+                connection.execute("COMMIT")
+                return result
+            except BaseException:
+                if connection.in_transaction:  # a failed COMMIT may have rolled back already
                     connection.execute("ROLLBACK")
-                    raise
-            except sqlite3.OperationalError as exc:
-                if not _is_busy(exc) or attempt == RETRIES:
-                    raise
-                time.sleep(RETRY_BASE_SECONDS * 2**attempt)
-        raise AssertionError("unreachable")
+                raise
+        except sqlite3.Error as exc:
+            reason = unavailable_reason(exc)
+            if reason is None:
+                raise
+            raise LogUnavailableError(reason, f"{self.path}: {exc}") from exc
+        finally:
+            self._write_lock.release()
 
     def log_predictions(self, records: Iterable[PredictionRecord]) -> None:
-        """Insert the records in one committed transaction."""
+        """Insert the records in one committed transaction (a record already logged is kept as it is)."""
         rows = [record.row() for record in records]
-        placeholders = ", ".join("?" for _ in COLUMNS)
-        sql = f"INSERT INTO predictions ({', '.join(COLUMNS)}) VALUES ({placeholders})"
-        self._retry(lambda connection: connection.executemany(sql, rows))
+        sql = insert_predictions_sql(INSERT_COLUMNS)
+        self._write(lambda connection: connection.executemany(sql, rows))
 
     def add_feedback(self, prediction_id: str, true_labels: list[str]) -> bool:
         """Record (or replace) the true instruments of a logged prediction; False when the id is unknown."""
 
         def work(connection: sqlite3.Connection) -> bool:
-            known = connection.execute("SELECT 1 FROM predictions WHERE id = ?", (prediction_id,)).fetchone()
-            if known is None:
+            if connection.execute(PREDICTION_KNOWN_SQL, (prediction_id,)).fetchone() is None:
                 return False
-            connection.execute(
-                "INSERT OR REPLACE INTO feedback (prediction_id, true_labels, ts) VALUES (?, ?, ?)",
-                (prediction_id, json.dumps(true_labels), time.time()),
-            )
+            connection.execute(UPSERT_FEEDBACK_SQL,
+                               (prediction_id, json.dumps(true_labels), time.time(), instrument_mask(true_labels)))
             return True
 
-        return self._retry(work)
+        return self._write(work)
+
+    def _fetch(self, sql: str, args: tuple = ()) -> list[tuple]:
+        return self._connection().execute(sql, args).fetchall()
+
+    def report_aggregates(self) -> ReportAggregates:
+        """The A/B report's counts, percentiles and sums, computed by SQLite."""
+        return report_aggregates(self._fetch)
 
     def _query(self, sql: str, args: tuple = ()) -> list[sqlite3.Row]:
         connection = self._connection()
@@ -176,7 +200,7 @@ class PredictionStore:
             connection.row_factory = None
 
     def prediction_rows(self) -> list[dict[str, Any]]:
-        """Every logged prediction as a dict (instruments decoded), for the A/B report."""
+        """Every logged prediction as a dict (instruments decoded)."""
         rows = self._query("SELECT id, arm, model, latency_ms, instruments, compare_group FROM predictions")
         return [{**dict(row), "instruments": json.loads(row["instruments"])} for row in rows]
 
