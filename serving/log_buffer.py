@@ -136,20 +136,23 @@ class BufferedLog:
     def _flush_loop(self) -> None:
         """Retry until the queue is empty, backing off while the log stays down; then stop."""
         interval = FLUSH_INTERVAL_SECONDS
-        while True:
-            time.sleep(interval)
-            try:
-                emptied = self.flush()
-            except Exception:  # a bug in the log (e.g. a dropped table): say so, keep the rows, keep trying
-                LOGGER.exception("the prediction log refused queued records")
-                emptied = False
-            if emptied:
-                with self._lock:
-                    if not self._queue:
-                        self._flusher = None
-                        LOGGER.info(json.dumps({"event": "log_recovered"}))
-                        return
-            interval = FLUSH_INTERVAL_SECONDS if emptied else min(2 * interval, MAX_FLUSH_INTERVAL_SECONDS)
+        try:
+            while True:
+                time.sleep(interval)
+                try:
+                    emptied = self.flush()
+                except Exception:  # a bug in the log (e.g. a dropped table): say so, keep the rows, keep trying
+                    LOGGER.exception("the prediction log refused queued records")
+                    emptied = False
+                if emptied:
+                    with self._lock:
+                        if not self._queue:
+                            self._flusher = None
+                            LOGGER.info(json.dumps({"event": "log_recovered"}))
+                            return
+                interval = FLUSH_INTERVAL_SECONDS if emptied else min(2 * interval, MAX_FLUSH_INTERVAL_SECONDS)
+        finally:
+            self.store.close()  # this thread's connection
 
     def _flush_at_exit(self) -> None:
         """A worker leaving gracefully makes one last try (the store's own timeout bounds it)."""

@@ -135,7 +135,7 @@ def run(args: argparse.Namespace) -> int:
         state = app.extensions["instrument_id"]
         loaded = ", ".join(f"{name} ({m.runtime}, {m.version})" for name, m in state.models.items())
         server = f"gunicorn, {args.workers} {args.worker_class} worker(s)" if use_gunicorn else "Flask threaded server"
-        print(f"serving {loaded} on http://{args.host}:{args.port} ({server}); log {state.config.log_db}", flush=True)
+        print(f"serving {loaded} on http://{args.host}:{args.port} ({server}); log {state.store.describe()}", flush=True)
         if use_gunicorn:
             return _serve_gunicorn(app, args)
         app.run(host=args.host, port=args.port, threaded=True)

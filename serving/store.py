@@ -213,8 +213,8 @@ class PredictionStore:
         return {row["id"] for row in self._query("SELECT id FROM predictions")}
 
     def close(self) -> None:
-        """Close this thread's connection."""
+        """Close this thread's connection (other threads keep theirs)."""
         connection = getattr(self._local, "connection", None)
         if connection is not None and getattr(self._local, "pid", None) == os.getpid():
             connection.close()
-        self._local = threading.local()
+        self._local.__dict__.clear()  # this thread's attributes only

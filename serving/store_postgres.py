@@ -141,8 +141,8 @@ class PostgresStore:
         return {row[0] for row in self._fetch("SELECT id FROM predictions")}
 
     def close(self) -> None:
-        """Close this thread's connection."""
+        """Close this thread's connection (other threads keep theirs)."""
         connection = getattr(self._local, "connection", None)
         if connection is not None and getattr(self._local, "pid", None) == os.getpid():
             connection.close()
-        self._local = threading.local()
+        self._local.__dict__.clear()  # this thread's attributes only

@@ -1,0 +1,131 @@
+"""`instrument-id serve` under faults: workers killed with SIGKILL mid-load, and a log locked by another process."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import json
+import os
+import signal
+import sqlite3
+import threading
+import time
+
+import pytest
+
+pytest.importorskip("gunicorn")
+pytest.importorskip("ai_edge_litert.interpreter")
+
+from serve_process import call, call_retrying, metric_total, running_serve, worker_pids  # noqa: E402
+from serving_fixture import app_config, encode, music_clip, needs_training, served_folders  # noqa: E402
+
+pytestmark = needs_training
+UNLOGGED = "instrument_id_predictions_unlogged_total"
+
+
+@pytest.fixture(scope="module")
+def folders(tmp_path_factory):
+    return served_folders(tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def clips():
+    return [encode(music_clip(seconds, seed=i), 44100, "WAV", "PCM_16") for i, seconds in enumerate((0.5, 1.0, 2.0))]
+
+
+def logged_ids(path) -> set[str]:
+    with sqlite3.connect(path) as connection:
+        ids = {row[0] for row in connection.execute("SELECT id FROM predictions")}
+    connection.close()
+    return ids
+
+
+def wait_until(condition, timeout_s: float = 60.0, what: str = "condition") -> None:
+    """Poll for an outcome (how long it takes is not what is tested)."""
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, f"{what} not reached in {timeout_s} s"
+        time.sleep(0.05)
+
+
+def test_sigkilled_workers_are_replaced_and_every_answered_prediction_is_logged(folders, clips, tmp_path, capsys):
+    """Eight clients send 240 predictions; one worker, later both at once, are SIGKILLed while requests are in
+    flight. The master starts new ones, every client gets its answer by retrying, and each answered prediction id is in the log
+    (the row is committed before the answer leaves). A row more than the answers can only be a request whose
+    worker died between its commit and its answer: at most one per killed sync worker."""
+    config_path = tmp_path / "serve.json"
+    config_path.write_text(json.dumps(app_config(folders, tmp_path / "log.sqlite")))
+    jobs = 240
+    with running_serve(config_path, tmp_path, workers=2) as server:
+        master = server.process.pid
+        first_workers = worker_pids(master)
+        assert len(first_workers) == 2
+        answered_count = threading.Semaphore(0)
+
+        def one(i: int) -> tuple[int, dict, int]:
+            status, body, failures = call_retrying(f"{server.base}/v2/predict", clips[i % 3],
+                                                   {"Content-Type": "audio/wav", "X-Client-Id": f"c{i % 40}"})
+            answered_count.release()
+            return status, body, failures
+
+        killed, waited = [], 0
+        with concurrent.futures.ThreadPoolExecutor(8) as pool:
+            futures = [pool.submit(one, i) for i in range(jobs)]
+            for after in (40, 120):  # answers to wait for before each kill, so requests are in flight
+                while waited < after:
+                    assert answered_count.acquire(timeout=120), server.log_tail()
+                    waited += 1
+                victims = sorted(worker_pids(master))[:1] if not killed else sorted(worker_pids(master))
+                for victim in victims:  # first one worker, then every worker at once
+                    os.kill(victim, signal.SIGKILL)
+                killed += victims
+                wait_until(lambda: len(worker_pids(master) - set(killed)) == 2, what="replacement workers")
+            results = [future.result() for future in futures]
+        assert server.process.poll() is None, "the master must survive its workers"
+        replaced = worker_pids(master)
+        assert len(replaced) == 2 and not replaced & set(killed) and replaced != first_workers
+        assert [status for status, _, _ in results] == [200] * jobs
+        answered = {body["prediction_id"] for _, body, _ in results}
+        logged = logged_ids(tmp_path / "log.sqlite")
+        assert metric_total(server.metrics(), UNLOGGED) == 0
+    retried = sum(failures for _, _, failures in results)
+    with capsys.disabled():
+        print(f"\nSIGKILL of {len(killed)} workers: {len(answered)} answered, {len(logged)} logged, "
+              f"{len(answered - logged)} answered but not logged, {retried} client retries")
+    assert len(answered) == jobs
+    assert answered <= logged  # no answered prediction is missing from the log
+    assert len(logged - answered) <= len(killed)
+
+
+def test_a_locked_log_still_answers_counts_unlogged_and_logs_them_once_released(folders, clips, tmp_path):
+    """Another process holds SQLite's write lock: predictions answer 200 all the same, /metrics counts them as
+    unlogged, feedback says 503 (retry); once the lock is gone every answered prediction reaches the log."""
+    log_path = tmp_path / "log.sqlite"
+    config_path = tmp_path / "serve.json"
+    config_path.write_text(json.dumps(app_config(folders, log_path)))
+    headers = {"Content-Type": "audio/wav"}
+    with running_serve(config_path, tmp_path, workers=2) as server:
+        before = [call(f"{server.base}/v2/predict?model=mlp", clips[0], headers) for _ in range(2)]
+        assert [status for status, _ in before] == [200, 200]
+        holder = sqlite3.connect(log_path, isolation_level=None)
+        holder.execute("BEGIN EXCLUSIVE")
+        try:
+            with concurrent.futures.ThreadPoolExecutor(4) as pool:
+                during = list(pool.map(lambda i: call(f"{server.base}/v2/predict", clips[i % 3], headers), range(8)))
+            assert [status for status, _ in during] == [200] * 8
+            metrics = server.metrics()
+            assert metric_total(metrics, UNLOGGED, reason="locked") == 8
+            assert metric_total(metrics, "instrument_id_prediction_log_queue") == 8
+            feedback = json.dumps({"prediction_id": during[0][1]["prediction_id"], "instruments": ["piano"]}).encode()
+            status, body = call(f"{server.base}/v2/feedback", feedback, {"Content-Type": "application/json"})
+            assert status == 503 and "retry" in body["error"]
+            assert logged_ids(log_path) == {body["prediction_id"] for _, body in before}
+        finally:
+            holder.execute("ROLLBACK")
+            holder.close()
+        answered = {body["prediction_id"] for _, body in before + during}
+        wait_until(lambda: logged_ids(log_path) == answered, what="the queued predictions in the log")
+        wait_until(lambda: metric_total(server.metrics(), "instrument_id_predictions_logged_late_total") == 8,
+                   what="logged_late = 8")
+        assert metric_total(server.metrics(), "instrument_id_prediction_log_queue") == 0
+        status, _ = call(f"{server.base}/v2/feedback", feedback, {"Content-Type": "application/json"})
+        assert status == 200
