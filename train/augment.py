@@ -189,7 +189,7 @@ VARIANT_NAMES: tuple[str, ...] = tuple(name for name, _ in VARIANTS)
 
 
 @contextlib.contextmanager
-def _seeded_global_rngs(seed: int) -> Iterator[None]:
+def seeded_global_rngs(seed: int) -> Iterator[None]:
     """Seed the global generators audiomentations draws from, then give the caller its own state back."""
     python_state, numpy_state = random.getstate(), np.random.get_state()
     random.seed(seed)
@@ -238,7 +238,7 @@ def augment_window(y: np.ndarray, sample_rate_hz: int, seed: int, background: np
     described = []
     for index, (name, variant) in enumerate(VARIANTS[:n_variants]):
         sequence = np.random.SeedSequence(seed, spawn_key=(index,))
-        with _seeded_global_rngs(int(sequence.generate_state(1)[0])):
+        with seeded_global_rngs(int(sequence.generate_state(1)[0])):
             augmented, params = variant(y, sample_rate_hz, np.random.default_rng(sequence), background)
             out[index] = _fit_peak(augmented)
         described.append({"name": name, **params})

@@ -4,9 +4,11 @@ Two measurements, synthetic audio only (real recordings are never read here):
 - outputs x heads: for each musicnn output combination held in the cache (a cache made with
   --feature-set musicnn:taggram+penultimate+mean_pool+max_pool holds them all), fit each head on train, choose
   thresholds on valid, and report valid mAP (the selection figure: no threshold is tuned on it) and test macro-F1.
-- leave-one-soundfont-out: for each soundfont of the corpus (read from musicnet_metadata.csv's source column), fit
-  on the train windows of the other soundfonts, choose thresholds on their valid windows, and score every original
-  window rendered with the held-out one. The matrix says how a model does on timbres it never heard.
+- leave-one-soundfont-out: for each soundfont of the corpus (read from musicnet_metadata.csv's source column, which
+  names every soundfont a recording's parts use), fit on the train windows of the recordings that never use it,
+  choose thresholds on their valid windows, and score every original window of the recordings rendered with it
+  alone. A recording that mixes it with other soundfonts is in neither set, so the held-out timbres are never
+  heard in training. The matrix says how a model does on timbres it never heard.
 """
 
 from __future__ import annotations
@@ -27,7 +29,8 @@ from instrument_id.feature_sets import FeatureSetSpec
 from model_zoo.featureset import FeatureSet, load_featureset
 from train.metrics import multilabel_metrics
 
-SOURCE_FONT = re.compile(r"instrument-id synth \(([^,]+),")
+SOURCE_FONT = re.compile(r"instrument-id synth \(([^,]+),")  # the fonts field: 'A.sf2' or 'A.sf2+B.sf3'
+FONT_SEPARATOR = "+"
 DEFAULT_HEADS = ("lr", "mlp")
 DEFAULT_COMBINATIONS = ("taggram", "penultimate", "mean_pool", "max_pool", "max_pool+mean_pool",
                         "penultimate+max_pool", "taggram+penultimate+mean_pool+max_pool")
@@ -89,8 +92,8 @@ def heads_study(features: FeatureSet, combinations: list[str], heads: list[str],
     return rows
 
 
-def recording_fonts(data_dir: Path) -> dict[str, str]:
-    """{recording id: soundfont file name} from a synthetic corpus's musicnet_metadata.csv."""
+def recording_fonts(data_dir: Path) -> dict[str, frozenset[str]]:
+    """{recording id: the soundfont file names its parts use} from a synthetic corpus's musicnet_metadata.csv."""
     path = Path(data_dir) / "musicnet_metadata.csv"
     if not path.is_file():
         raise InstrumentIdError(f"{path}: missing; leave-one-soundfont-out needs the corpus the cache was made from")
@@ -100,8 +103,16 @@ def recording_fonts(data_dir: Path) -> dict[str, str]:
             match = SOURCE_FONT.match(row.get("source", ""))
             if not match:
                 raise InstrumentIdError(f"{path}: recording {row.get('id')} has no instrument-id synth source")
-            fonts[str(row["id"])] = match.group(1)
+            fonts[str(row["id"])] = frozenset(match.group(1).split(FONT_SEPARATOR))
     return fonts
+
+
+def held_out_masks(font_sets: list[frozenset[str]], held_out: str) -> tuple[np.ndarray, np.ndarray]:
+    """(fit, score) bool masks over font_sets (one per window or recording): fit where held_out is never used,
+    score where it is the only soundfont."""
+    fit = np.array([held_out not in fonts for fonts in font_sets], dtype=bool)
+    score = np.array([fonts == {held_out} for fonts in font_sets], dtype=bool)
+    return fit, score
 
 
 def _restrict(features: FeatureSet, mask: np.ndarray) -> FeatureSet:
@@ -110,18 +121,24 @@ def _restrict(features: FeatureSet, mask: np.ndarray) -> FeatureSet:
                       start_seconds=features.start_seconds[mask], config=features.config)
 
 
-def leave_one_font_out(features: FeatureSet, fonts: dict[str, str], heads: list[str], seed: int) -> list[dict[str, Any]]:
-    """One row per (held-out soundfont, head): macro-F1 and mAP on every original window of that soundfont."""
+def leave_one_font_out(features: FeatureSet, fonts: dict[str, frozenset[str]], heads: list[str],
+                       seed: int) -> list[dict[str, Any]]:
+    """One row per (held-out soundfont, head): macro-F1 and mAP on every original window rendered with that soundfont
+    alone; a soundfont no recording uses alone gets no row."""
     from train.models import train_model
 
     unknown = sorted(set(features.recording) - set(fonts))
     if unknown:
         raise InstrumentIdError(f"recordings {unknown[:5]} of the cache are not in the corpus's metadata")
-    font_of = np.array([fonts[r] for r in features.recording])
+    font_sets = [fonts[r] for r in features.recording]  # per window
     rows = []
-    for held_out in tqdm(sorted(set(font_of)), desc="held-out soundfont", unit="font"):
-        others = _restrict(features, font_of != held_out)
-        target = (font_of == held_out) & (features.variant == 0)
+    for held_out in tqdm(sorted(set().union(*font_sets)), desc="held-out soundfont", unit="font"):
+        fit, score = held_out_masks(font_sets, held_out)
+        target = score & (features.variant == 0)
+        if not target.any() or not fit.any():
+            tqdm.write(f"leave-one-soundfont-out: skipping {held_out}: no recording uses it alone, or all use it")
+            continue
+        others = _restrict(features, fit)
         for head in heads:
             model = train_model(others, head, seed=seed)
             scores = _scores(model, features, target)

@@ -1,4 +1,10 @@
-"""`instrument-id synth`: render a seeded synthetic corpus in the MusicNet layout with FluidSynth."""
+"""`instrument-id synth`: render a seeded synthetic corpus in the MusicNet layout with FluidSynth.
+
+Each part is rendered on its own FluidSynth pass (train/synth_render.py), in a pyroomacoustics room, balanced
+(train/synth_mix.py) and recorded through a seeded chain (train/synth_chain.py). The metadata's source column says
+what was drawn: '<fonts>, room ..., mix ..., chain ...', the fonts field the '+'-joined soundfont files the
+recording uses (one unless its parts drew their own), which train/feature_study.py reads for leave-one-font-out.
+"""
 
 from __future__ import annotations
 
@@ -19,9 +25,11 @@ from instrument_id.atomic import atomic_dir, write_text_atomic
 from instrument_id.errors import InstrumentIdError
 from instrument_id.instruments import INSTRUMENTS
 from train.synth_ensembles import ENSEMBLE_BY_NAME, ENSEMBLES
+from train.synth_chain import record
+from train.synth_mix import render_mix
 from train.synth_perform import SAMPLE_RATE_HZ, labels_csv_text, perform
-from train.synth_render import apply_room, check_soundfont, default_soundfont, load_fluidsynth, normalize_peak, \
-    synthesize, write_wav
+from train.synth_render import check_soundfont, default_soundfont, load_fluidsynth, write_wav
+from train.synth_room import load_pyroomacoustics
 from train.synth_score import compose
 
 METADATA_COLUMNS = ("id", "composer", "composition", "movement", "ensemble", "source", "transcriber", "catalog_name",
@@ -33,17 +41,21 @@ MIN_PIECES_PER_INSTRUMENT = 3
 TEST_FRACTION = 0.1
 KEY_NAMES = ("C", "C#", "D", "E-flat", "E", "F", "F#", "G", "A-flat", "A", "B-flat", "B")
 TEMPO_MARKINGS = ((66, "Adagio"), (76, "Andante"), (108, "Moderato"), (132, "Allegro"), (999, "Presto"))
+# share of pieces of two or more parts whose parts each draw their own soundfont (timbre variety within a piece);
+# the others, and every solo, play in one: the recordings leave-one-soundfont-out can score
+MIXED_FONTS_SHARE = 0.5
+FONT_SEPARATOR = "+"
 
 
 @dataclass(frozen=True)
 class PiecePlan:
-    """Everything that decides one recording: id, split, ensemble, target length, soundfont and seed."""
+    """Everything that decides one recording: id, split, ensemble, target length, soundfonts and seed."""
 
     recording_id: int
     split: str
     ensemble: str
     duration_seconds: float
-    soundfont: str
+    soundfonts: tuple[str, ...]  # one per part, in the ensemble's part order
     seed: int
 
 
@@ -97,10 +109,27 @@ def _test_indices(rng: np.random.Generator, ensembles: list[str]) -> set[int]:
     return chosen
 
 
-def plan_corpus(minutes: float, seed: int, soundfonts: list[Path]) -> list[PiecePlan]:
-    """Draw ensembles (MusicNet-like imbalance) and lengths until the corpus holds `minutes` of music."""
+def _part_fonts(rng: np.random.Generator, ensembles: list[str], soundfonts: list[Path],
+                mixed_fonts_share: float) -> list[tuple[str, ...]]:
+    """Soundfonts per part of each piece: one font per piece, cycled in a seeded order so that every soundfont is
+    used when it can be; in a mixed_fonts_share of the pieces with two or more parts each part draws its own."""
+    order = rng.permutation(len(soundfonts))
+    fonts = []
+    for i, ensemble in enumerate(ensembles):
+        n_parts = len(ENSEMBLE_BY_NAME[ensemble].parts)
+        mixed = n_parts > 1 and len(soundfonts) > 1 and rng.random() < mixed_fonts_share
+        picks = rng.integers(len(soundfonts), size=n_parts) if mixed else np.full(n_parts, order[i % len(order)])
+        fonts.append(tuple(str(soundfonts[k]) for k in picks))
+    return fonts
+
+
+def plan_corpus(minutes: float, seed: int, soundfonts: list[Path],
+                mixed_fonts_share: float = MIXED_FONTS_SHARE) -> list[PiecePlan]:
+    """Draw ensembles (MusicNet-like imbalance), lengths and soundfonts until the corpus holds `minutes` of music."""
     if not (math.isfinite(minutes) and minutes > 0):
         raise InstrumentIdError(f"--minutes must be positive, got {minutes}")
+    if not 0.0 <= mixed_fonts_share <= 1.0:
+        raise InstrumentIdError(f"--mixed-fonts must be a share from 0 to 1, got {mixed_fonts_share}")
     rng = np.random.default_rng([seed, 0])
     weights = np.array([e.weight for e in ENSEMBLES])
     target_seconds, total_seconds = 60.0 * minutes, 0.0
@@ -112,8 +141,7 @@ def plan_corpus(minutes: float, seed: int, soundfonts: list[Path]) -> list[Piece
         total_seconds += durations[-1]
     ensembles = _coverage_swaps(rng, ensembles)
     test = _test_indices(rng, ensembles)
-    order = rng.permutation(len(soundfonts))  # cycled in a seeded order: every soundfont is used when it can be
-    fonts = [str(soundfonts[order[i % len(order)]]) for i in range(len(ensembles))]
+    fonts = _part_fonts(rng, ensembles, soundfonts, mixed_fonts_share)
     seeds = rng.integers(0, 2**63 - 1, size=len(ensembles))
     return [PiecePlan(FIRST_RECORDING_ID + i, "test" if i in test else "train", e, d, f, int(s))
             for i, (e, d, f, s) in enumerate(zip(ensembles, durations, fonts, seeds))]
@@ -128,15 +156,15 @@ def synthesize_piece(plan: PiecePlan, root: str) -> dict[str, str]:
     render_rng = np.random.default_rng([plan.seed, 1])  # audio draws never shift the labels' draws
     write_text_atomic(Path(root) / f"{plan.split}_labels" / f"{plan.recording_id}.csv",
                       labels_csv_text(performance.labels))
-    y = synthesize(performance.midi, Path(plan.soundfont), performance.num_samples, render_rng)
-    y, room = apply_room(render_rng, y)
-    write_wav(Path(root) / f"{plan.split}_data" / f"{plan.recording_id}.wav",
-              normalize_peak(y, render_rng.uniform(-9.0, -1.0)))
+    y, mix = render_mix(render_rng, performance, [Path(f) for f in plan.soundfonts])
+    y, chain = record(render_rng, y)
+    write_wav(Path(root) / f"{plan.split}_data" / f"{plan.recording_id}.wav", y)
+    fonts = FONT_SEPARATOR.join(sorted({Path(f).name for f in plan.soundfonts}))
     marking = next(name for limit, name in TEMPO_MARKINGS if score.tempo_bpm < limit)
     key = f"{KEY_NAMES[score.tonic]} {'minor' if score.minor else 'major'}"
     return {"id": str(plan.recording_id), "composer": "Synthetic", "composition": f"{ensemble.form} in {key}",
             "movement": f"{marking} ({score.tempo_bpm:.0f} bpm, {score.beats_per_bar}/4)",
-            "ensemble": ensemble.name, "source": f"instrument-id synth ({Path(plan.soundfont).name}, {room} room)",
+            "ensemble": ensemble.name, "source": f"instrument-id synth ({fonts}, {mix.room.describe()}, {mix.describe()}, chain {' / '.join(chain)})",
             "transcriber": "generated", "catalog_name": f"SYN{plan.recording_id}",
             "seconds": str(int(round(performance.num_samples / SAMPLE_RATE_HZ)))}
 
@@ -160,13 +188,14 @@ def _prepare_out(out: Path) -> None:
 
 
 def synthesize_corpus(out: str | os.PathLike, minutes: float, seed: int, soundfonts: list[str] | None = None,
-                      jobs: int = -1) -> list[dict[str, str]]:
+                      jobs: int = -1, mixed_fonts_share: float = MIXED_FONTS_SHARE) -> list[dict[str, str]]:
     """Write a whole corpus to out (replacing an earlier one in one rename); return the metadata rows."""
     if not (math.isfinite(minutes) and minutes > 0):
         raise InstrumentIdError(f"--minutes must be positive, got {minutes}")
     fonts = [check_soundfont(f) for f in soundfonts] if soundfonts else [default_soundfont()]
     load_fluidsynth()
-    plans = plan_corpus(minutes, seed, fonts)
+    load_pyroomacoustics()
+    plans = plan_corpus(minutes, seed, fonts, mixed_fonts_share)
     out = Path(out)
     _prepare_out(out)
     with atomic_dir(out) as tmp:
@@ -187,14 +216,17 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--minutes", type=float, required=True, help="minutes of music to render")
     parser.add_argument("--seed", type=int, default=0, help="random seed; the same seed gives the same corpus")
     parser.add_argument("--soundfont", nargs="+", action="extend", metavar="F",
-                        help="one or more .sf2/.sf3 files, chosen per recording (default: pretty_midi's TimGM6mb)")
+                        help="one or more .sf2/.sf3 files, chosen per recording or per part (default: pretty_midi's TimGM6mb)")
+    parser.add_argument("--mixed-fonts", type=float, default=MIXED_FONTS_SHARE, metavar="SHARE",
+                        help="share of pieces of two or more parts whose parts each draw their own soundfont "
+                             f"(default {MIXED_FONTS_SHARE}; 0: one soundfont per piece)")
     parser.add_argument("--jobs", type=int, default=-1, help="parallel render processes (default: all cores)")
 
 
 def run(args: argparse.Namespace) -> int:
     """Render the corpus and report what was written."""
     started = time.perf_counter()
-    rows = synthesize_corpus(args.out, args.minutes, args.seed, args.soundfont, args.jobs)
+    rows = synthesize_corpus(args.out, args.minutes, args.seed, args.soundfont, args.jobs, args.mixed_fonts)
     seconds = sum(int(r["seconds"]) for r in rows)
     print(f"wrote {len(rows)} recordings ({seconds / 60:.1f} min) to {args.out} "
           f"in {time.perf_counter() - started:.1f} s")

@@ -1,4 +1,4 @@
-"""Render a performance with FluidSynth, place it in a synthetic room, normalize and write 16-bit WAV."""
+"""Render a performance with FluidSynth (all parts at once, or each part on its own pass) and write 16-bit WAV."""
 
 from __future__ import annotations
 
@@ -10,7 +10,6 @@ from types import ModuleType
 import numpy as np
 import pretty_midi
 import soundfile as sf
-from scipy import signal
 
 from instrument_id.atomic import atomic_path
 from instrument_id.errors import InstrumentIdError
@@ -19,14 +18,9 @@ from train.synth_perform import SAMPLE_RATE_HZ, to_sample
 SOUNDFONT_SUFFIXES = (".sf2", ".sf3")
 INSTALL_HINT = ("install libfluidsynth3 and pyfluidsynth (Debian/Ubuntu: apt-get install libfluidsynth3; "
                 "macOS: brew install fluid-synth; then pip install pyfluidsynth)")
-# room -> ((min, max) RT60 seconds, (min, max) wet gain)
-ROOMS: dict[str, tuple[tuple[float, float], tuple[float, float]]] = {
-    "dry": ((0.15, 0.35), (0.0, 0.1)),
-    "studio": ((0.3, 0.6), (0.1, 0.25)),
-    "chamber": ((0.6, 1.1), (0.15, 0.35)),
-    "hall": ((1.4, 2.2), (0.2, 0.45)),
-    "church": ((2.5, 3.5), (0.25, 0.5)),
-}
+# FluidSynth's own reverb is an artificial plate: the recording's room comes from train/synth_room.py, so the plate
+# only sometimes sits on top of it, as a studio's reverb would
+SYNTH_REVERB_PROBABILITY = 0.3
 _EVENT_ORDER = {"off": 0, "cc": 1, "bend": 1, "on": 2}  # at one instant: release, then controls, then attacks
 
 
@@ -78,15 +72,21 @@ def _events(midi: pretty_midi.PrettyMIDI) -> list[tuple[int, int, int, str, int,
     return events
 
 
+def fluidsynth_settings(rng: np.random.Generator) -> dict[str, float | int]:
+    """One piece's FluidSynth settings: a seeded chorus, and a seeded plate reverb that is on in some pieces only."""
+    reverb_on = bool(rng.random() < SYNTH_REVERB_PROBABILITY)
+    return {"synth.reverb.active": int(reverb_on), "synth.reverb.room-size": rng.uniform(0.2, 0.9),
+            "synth.reverb.damp": rng.uniform(0.1, 0.6), "synth.reverb.width": rng.uniform(0.3, 1.0),
+            "synth.reverb.level": rng.uniform(0.4, 0.9), "synth.chorus.depth": rng.uniform(2.0, 10.0),
+            "synth.chorus.level": rng.uniform(0.5, 2.0)}
+
+
 def synthesize(midi: pretty_midi.PrettyMIDI, soundfont: Path, num_samples: int,
-               rng: np.random.Generator) -> np.ndarray:
-    """(num_samples,) float32 mono: all parts through one fresh FluidSynth, with a seeded reverb and chorus."""
+               settings: dict[str, float | int]) -> np.ndarray:
+    """(num_samples,) float32 mono: all parts of midi through one fresh FluidSynth with the given settings."""
+    settings = {**settings, "synth.dynamic-sample-loading": 1}  # only the programs used are decoded: .sf3 loads fast
     fluidsynth = load_fluidsynth()
-    settings = {"synth.reverb.room-size": rng.uniform(0.2, 0.9), "synth.reverb.damp": rng.uniform(0.1, 0.6),
-                "synth.reverb.width": rng.uniform(0.3, 1.0), "synth.reverb.level": rng.uniform(0.4, 0.9),
-                "synth.chorus.depth": rng.uniform(2.0, 10.0), "synth.chorus.level": rng.uniform(0.5, 2.0),
-                "synth.dynamic-sample-loading": 1}  # only the programs used are decoded: .sf3 loads fast
-    # a fresh synth per piece: a reused one carries reverb state and block phase, so output would depend on order
+    # a fresh synth per pass: a reused one carries reverb state and block phase, so output would depend on order
     synth = fluidsynth.Synth(gain=0.4, samplerate=float(SAMPLE_RATE_HZ), **settings)
     try:
         sfid = synth.sfload(str(soundfont))
@@ -122,30 +122,17 @@ def synthesize(midi: pretty_midi.PrettyMIDI, soundfont: Path, num_samples: int,
     return 0.5 * (left + right)  # (num_samples,) mono, as MusicNet
 
 
-def room_impulse_response(rng: np.random.Generator, rt60_seconds: float) -> np.ndarray:
-    """(k,) float32 unit-energy impulse response: predelay, early reflections, then a darkened exponential tail."""
-    length = int(min(1.2 * rt60_seconds, 4.0) * SAMPLE_RATE_HZ)
-    t = np.arange(length) / SAMPLE_RATE_HZ  # (k,) seconds
-    tail = rng.standard_normal(length) * 10.0 ** (-3.0 * t / rt60_seconds)  # -60 dB at rt60
-    air = rng.uniform(0.2, 0.8)  # one-pole low-pass: walls and air absorb the highs
-    tail = signal.lfilter([1.0 - air], [1.0, -air], tail)
-    predelay = int(rng.uniform(0.005, 0.03) * SAMPLE_RATE_HZ)
-    tail[:predelay] = 0.0
-    response = np.zeros(length)
-    response[0] = 1.0
-    for delay_seconds in rng.uniform(0.004, 0.06, size=6):
-        response[int(delay_seconds * SAMPLE_RATE_HZ)] += rng.uniform(0.2, 0.6) * 10.0 ** (-3.0 * delay_seconds / rt60_seconds)
-    response[1:] = 0.5 * response[1:] + tail[1:] / np.sqrt(np.sum(tail**2))
-    return (response / np.sqrt(np.sum(response**2))).astype(np.float32)
-
-
-def apply_room(rng: np.random.Generator, y: np.ndarray) -> tuple[np.ndarray, str]:
-    """(n,) float32 y heard in a seeded room (dry signal plus a convolved tail); also returns the room's name."""
-    name = str(rng.choice(list(ROOMS)))
-    (rt60_low, rt60_high), (wet_low, wet_high) = ROOMS[name]
-    response = room_impulse_response(rng, rng.uniform(rt60_low, rt60_high))
-    wet = signal.fftconvolve(y, response)[: len(y)]  # (n,)
-    return (y + rng.uniform(wet_low, wet_high) * wet).astype(np.float32), name
+def synthesize_parts(midi: pretty_midi.PrettyMIDI, soundfonts: list[Path], num_samples: int,
+                     settings: dict[str, float | int]) -> np.ndarray:
+    """(n_parts, num_samples) float32: each instrument of midi on its own FluidSynth pass, with its own soundfont."""
+    if len(soundfonts) != len(midi.instruments):
+        raise InstrumentIdError(f"got {len(soundfonts)} soundfonts for {len(midi.instruments)} parts")
+    parts = np.zeros((len(midi.instruments), num_samples), dtype=np.float32)  # (n_parts, num_samples)
+    for index, (inst, soundfont) in enumerate(zip(midi.instruments, soundfonts)):
+        alone = pretty_midi.PrettyMIDI()
+        alone.instruments.append(inst)
+        parts[index] = synthesize(alone, soundfont, num_samples, settings)
+    return parts
 
 
 def normalize_peak(y: np.ndarray, peak_dbfs: float) -> np.ndarray:
