@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import os
 import tempfile
 import time
@@ -23,9 +22,11 @@ from typing import Any
 
 import numpy as np
 
+from bench.cli import report
 from instrument_id.audio import frame_windows, load_mono
 from instrument_id.errors import InstrumentIdError
 from instrument_id.features import extractor_for
+from instrument_id.params import ANALYSIS_HOP_SECONDS
 
 TARGET_REAL_TIME = 1000.0
 TARGET_SPEEDUP_VS_NAIVE = 10.0
@@ -34,7 +35,7 @@ TARGET_SPEEDUP_VS_NAIVE = 10.0
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of `bench analyze`."""
     parser.add_argument("--minutes", type=float, default=10.0, help="minutes of music to synthesize and analyze (default 10)")
-    parser.add_argument("--hop", type=float, default=0.5, help="analysis hop in seconds (default 0.5)")
+    parser.add_argument("--hop", type=float, default=ANALYSIS_HOP_SECONDS, help="analysis hop in seconds (default %(default)s)")
     parser.add_argument("--model", type=Path, default=None,
                         help="model folder to use; default: train an RF on a separately synthesized corpus")
     parser.add_argument("--runtime", choices=("auto", "tflite", "zoo"), default="auto", help="as for `analyze`")
@@ -98,7 +99,7 @@ def _librosa_extrapolated(wav: Path, scorer: Any, grid: Any, n_subset: int, naiv
 
 def _figures(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     from tflite.analyze_cli import run_analysis
-    from tflite.scorer import load_scorer
+    from model_zoo.loader import open_model
     from train.long_recording import join_corpus
     from train.metrics import multilabel_metrics
     from train.synth import synthesize_corpus
@@ -107,7 +108,7 @@ def _figures(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     model_dir = args.model
     if model_dir is None:
         model_dir = _train_rf(work, args.train_minutes, args.seed + 1)
-    scorer = load_scorer(model_dir, args.runtime)
+    scorer = open_model(model_dir, args.runtime)
     synthesize_corpus(work / "test_corpus", args.minutes, args.seed)
     wav = work / "long.wav"
     labels, seconds = join_corpus(work / "test_corpus", wav)
@@ -191,8 +192,5 @@ def run(args: argparse.Namespace) -> int:
     else:
         with tempfile.TemporaryDirectory(prefix="bench-analyze-") as tmp:
             figures = _figures(args, Path(tmp))
-    if args.json:
-        print(json.dumps(figures))
-    else:
-        _print(figures)
+    report(args, figures, _print)
     return 0

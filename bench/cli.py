@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import argparse
 import importlib
+from typing import Any, Callable
+
+from instrument_id.output import json_only, print_json
 
 BENCHMARKS: dict[str, tuple[str, str]] = {
     "features": ("bench.features", "ms per 2 s clip: numpy extractor vs librosa, same run"),
@@ -23,6 +26,15 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
         importlib.import_module(module_name).add_arguments(bench_parser)
 
 
+def report(args: argparse.Namespace, figures: dict[str, Any], print_text: Callable[[dict[str, Any]], None]) -> None:
+    """Print a benchmark's figures: one JSON object with --json, else its text report."""
+    if args.json:
+        print_json(figures)
+    else:
+        print_text(figures)
+
+
 def run(args: argparse.Namespace) -> int:
-    """Run the chosen benchmark."""
-    return int(importlib.import_module(BENCHMARKS[args.benchmark][0]).run(args) or 0)
+    """Run the chosen benchmark; with --json, standard output holds only the figures' JSON object."""
+    with json_only(args.json):
+        return int(importlib.import_module(BENCHMARKS[args.benchmark][0]).run(args) or 0)

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import json
 import os
+from typing import Any
 
 import numpy as np
 
+from bench.cli import report
 from bench.signals import music_like_clips
 from instrument_id.features import compute_features, extractor_for
 from instrument_id.params import AudioParams
@@ -44,6 +45,7 @@ def run(args: argparse.Namespace) -> int:
     )
     figures = {
         "clip_seconds": params.window_seconds,
+        "sample_rate_hz": params.sample_rate_hz,
         "features_ms_per_clip_batched": round(batch_ms, 4),
         "features_ms_per_clip_batched_all_cores": round(parallel_ms, 4),
         "cores": cores,
@@ -58,15 +60,17 @@ def run(args: argparse.Namespace) -> int:
         "batch_clips": len(clips),
         "repeats": args.repeats,
     }
-    if args.json:
-        print(json.dumps(figures))
-        return 0
-    print(f"26 features of a {params.window_seconds:.0f} s clip at {params.sample_rate_hz} Hz (median of {args.repeats} repeats; "
-          f"ours = the {extractor.backend} path)")
-    print(f"  ours, {len(clips)} clips, 1 core  {batch_ms:8.3f} ms/clip   {librosa_ms / batch_ms:6.1f}x librosa")
-    print(f"  ours, {len(clips)} clips, {cores} cores {parallel_ms:8.3f} ms/clip   {librosa_ms / parallel_ms:6.1f}x librosa")
-    print(f"  ours, one clip a call   {single_ms:8.3f} ms/clip   {librosa_ms / single_ms:6.1f}x librosa")
-    print(f"  numpy path (no numba), {len(clips)} clips, 1 core {numpy_ms:8.3f} ms/clip   {librosa_ms / numpy_ms:6.1f}x librosa")
-    print(f"  librosa, one call per feature {librosa_ms:8.3f} ms/clip")
-    print(f"  largest relative difference to librosa on 5 clips: {worst_rel:.2e}")
+    report(args, figures, print_report)
     return 0
+
+
+def print_report(f: dict[str, Any]) -> None:
+    """The figures as a short text table."""
+    print(f"26 features of a {f['clip_seconds']:.0f} s clip at {f['sample_rate_hz']} Hz (median of {f['repeats']} repeats; "
+          f"ours = the {f['features_backend']} path)")
+    print(f"  ours, {f['batch_clips']} clips, 1 core  {f['features_ms_per_clip_batched']:8.3f} ms/clip   {f['speedup_vs_librosa_batched']:6.1f}x librosa")
+    print(f"  ours, {f['batch_clips']} clips, {f['cores']} cores {f['features_ms_per_clip_batched_all_cores']:8.3f} ms/clip   {f['speedup_vs_librosa_batched_all_cores']:6.1f}x librosa")
+    print(f"  ours, one clip a call   {f['features_ms_per_clip_single']:8.3f} ms/clip   {f['speedup_vs_librosa_single']:6.1f}x librosa")
+    print(f"  numpy path (no numba), {f['batch_clips']} clips, 1 core {f['numpy_path_ms_per_clip_batched']:8.3f} ms/clip   {f['librosa_ms_per_clip'] / f['numpy_path_ms_per_clip_batched']:6.1f}x librosa")
+    print(f"  librosa, one call per feature {f['librosa_ms_per_clip']:8.3f} ms/clip")
+    print(f"  largest relative difference to librosa on 5 clips: {f['max_relative_difference_vs_librosa']:.2e}")

@@ -17,6 +17,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from bench.cli import report
 from instrument_id.errors import InstrumentIdError
 
 DEFAULT_MODELS = (Path("model_zoo/models/mlp"), Path("model_zoo/models/rf"))
@@ -94,17 +95,19 @@ def run(args: argparse.Namespace) -> int:
         if not model_dir.is_dir():
             raise InstrumentIdError(f"{model_dir}: no model folder here")
     rows = [measure(model_dir, args.runs) for model_dir in args.model]
-    result = {"target_seconds": TARGET_SECONDS, "models": rows}
-    if args.json:
-        print(json.dumps(result))
-        return 0
-    print(f"verified load per model, fresh process each run (median of {args.runs}; target < {TARGET_SECONDS:g} s)")
+    result = {"target_seconds": TARGET_SECONDS, "runs": args.runs, "models": rows}
+    report(args, result, print_report)
+    return 0
+
+
+def print_report(result: dict[str, Any]) -> None:
+    """The figures as a markdown table."""
+    print(f"verified load per model, fresh process each run (median of {result['runs']}; target < {TARGET_SECONDS:g} s)")
     print("| model | kind | framework import (s) | first verified load (s) | worst of runs (s) | warm verified (s) "
           "| warm unverified (s) | verified / unverified |")
     print("|---|---|---|---|---|---|---|---|")
-    for r in rows:
+    for r in result["models"]:
         ratio = "n/a" if r["verification_overhead_ratio"] is None else f"{r['verification_overhead_ratio']:.2f}x"
         print(f"| {r['model']} | {r['kind']} | {r['import_seconds']:.2f} | {r['cold_load_seconds']:.3f} | "
               f"{r['cold_load_seconds_max']:.3f} | {r['warm_load_seconds']:.3f} | {r['unverified_load_seconds']:.3f} "
               f"| {ratio} |")
-    return 0

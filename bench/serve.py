@@ -24,6 +24,7 @@ from typing import Any, Iterator
 
 import soundfile as sf
 
+from bench.cli import report
 from bench.signals import harmonic_clip
 from bench.wrk import POST_FILE_LUA, TIMEOUT_SECONDS, WrkResult, find_wrk, run_wrk
 from instrument_id.errors import InstrumentIdError
@@ -278,8 +279,5 @@ def run(args: argparse.Namespace) -> int:
     _check_args(args)
     with tempfile.TemporaryDirectory(prefix="instrument-id-bench-serve-") as work:
         figures = measure(args, Path(work))
-    if args.json:
-        print(json.dumps(figures))
-    else:
-        print_report(figures)
+    report(args, figures, print_report)
     return 0 if figures["ab_report_check"]["passed"] else 1

@@ -11,13 +11,13 @@ numpy features -> Keras is measured on the test recordings re-cut from --data (e
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 
+from bench.cli import report
 from instrument_id.audio import frame_windows
 from instrument_id.errors import InstrumentIdError
 from instrument_id.features import compute_features
@@ -60,7 +60,7 @@ def _test_windows(data_dir: Path, features: Any, params: Any) -> tuple[np.ndarra
 def _raw_split_ms(raw: Any, params: Any, clip: np.ndarray, repeats: int) -> tuple[float, float]:
     """(features ms, model ms) of the raw-audio model on one clip: the features-only TFLite graph's time, and the
     rest of the whole model's time; the two are timed alternately so load on the machine hits both alike."""
-    from tflite.runtime import interpreter_class
+    from model_zoo.tflite_model import interpreter_class
     from tflite.tf_features import convert_features_to_tflite
 
     features_only = interpreter_class()[0](model_content=convert_features_to_tflite(params))
@@ -85,7 +85,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     from model_zoo import load_model
     from model_zoo.backends import keras_proba
     from model_zoo.featureset import load_featureset
-    from tflite.runtime import EdgeModel
+    from model_zoo.tflite_model import EdgeModel
     from train.metrics import multilabel_metrics
 
     if args.repeats < 1 or args.batch < 1:
@@ -139,6 +139,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
 
     figures: dict[str, Any] = {
         "variants": variants, "batch_clips": args.batch, "repeats": args.repeats, "missing": missing,
+        "model_dir": str(args.model), "features_file": str(args.features),
         # False when the test split comes from another corpus than the one the model was trained on
         "features_match_training_data": features.config.get("corpus_fingerprint")
         == zoo.manifest["training_data"].get("corpus_fingerprint"),
@@ -184,11 +185,13 @@ def _fmt(value: float | None, spec: str) -> str:
 
 def run(args: argparse.Namespace) -> int:
     """Measure and print a table (or one JSON object)."""
-    figures = measure(args)
-    if args.json:
-        print(json.dumps(figures))
-        return 0
-    print(f"per 2 s clip, median of {args.repeats}; throughput end to end in batches of {args.batch}; "
+    report(args, measure(args), print_report)
+    return 0
+
+
+def print_report(figures: dict[str, Any]) -> None:
+    """The figures as a text table."""
+    print(f"per 2 s clip, median of {figures['repeats']}; throughput end to end in batches of {figures['batch_clips']}; "
           "macro-F1 on the feature file's test split")
     print(f"{'variant':15s} {'size KB':>9s} {'features ms':>12s} {'model ms':>9s} {'clips/s':>9s} {'macro-F1':>9s} {'drop':>8s}")
     for name, v in figures["variants"].items():
@@ -202,7 +205,6 @@ def run(args: argparse.Namespace) -> int:
         print(f"raw-audio decisions equal numpy features -> Keras on {figures['raw_audio_agreement_percent']:.2f}% "
               f"of {figures['raw_audio_agreement_source']}")
     if not figures["features_match_training_data"]:
-        print(f"note: {args.features} is not the feature file {args.model} was trained on; its test split may differ")
+        print(f"note: {figures['features_file']} is not the feature file {figures['model_dir']} was trained on; its test split may differ")
     if figures["missing"]:
         print(f"not found (run `instrument-id convert --quant all`): {', '.join(figures['missing'])}")
-    return 0

@@ -8,6 +8,7 @@ import os
 import sys
 
 from instrument_id.errors import InstrumentIdError
+from instrument_id.output import json_only
 
 # subcommand -> (module, one-line help); modules are imported only when their command runs,
 # so the edge install (no TensorFlow, no librosa) can run `predict`.
@@ -90,7 +91,8 @@ def main(argv: list[str] | None = None) -> int:
         command = args.command
         module = importlib.import_module(COMMANDS[command][0])
     try:
-        return int(module.run(args) or 0)
+        with json_only(bool(getattr(args, "json", False))):  # with --json, stdout holds only JSON
+            return int(module.run(args) or 0)
     except ImportError as exc:  # a library the command imports when it runs (e.g. scikit-learn for train)
         print(missing_extra_message(command, COMMANDS[command][0], exc), file=sys.stderr)
         return 2

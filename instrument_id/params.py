@@ -14,6 +14,9 @@ FEATURE_NAMES: tuple[str, ...] = (
 )
 
 
+ANALYSIS_HOP_SECONDS = 0.5  # analyze, listen and /v2/analyze: a timeline row every half second unless asked
+
+
 @dataclass(frozen=True)
 class AudioParams:
     """Every audio setting; pass it explicitly, store it with every model, rebuild from what was stored."""

@@ -110,3 +110,53 @@ def stream_features(y: np.ndarray, params: AudioParams, hop_seconds: float | Non
     windows += stream.finish()
     starts = np.array([w[0] for w in windows], dtype=np.float64)
     return starts, np.stack([w[1] for w in windows]) if windows else np.zeros((0, 26), np.float32)
+
+
+class WindowSampleStream:
+    """Push mono float32 audio at params.sample_rate_hz in blocks of any size; get (start_seconds, window samples)
+    per window, cut as frame_windows cuts the whole signal. For models that read audio windows (a raw-audio graph,
+    an embedding network): each window is scored whole, so nothing is shared between overlapping windows."""
+
+    def __init__(self, params: AudioParams, hop_seconds: float | None = None):
+        self.params = params
+        hop_seconds = params.hop_seconds if hop_seconds is None else hop_seconds
+        if hop_seconds <= 0:
+            raise InstrumentIdError(f"hop must be positive, got {hop_seconds} s")
+        # on the STFT frame grid, as WindowFeatureStream: every model of one analysis scores the same windows
+        frame_hop = params.stft_hop_samples
+        self.hop_samples = max(1, int(round(hop_seconds * params.sample_rate_hz / frame_hop))) * frame_hop
+        self._buffer = np.zeros(0, dtype=np.float32)  # samples from the next window's start on
+        self._skip = 0  # samples still to drop before the next window starts (a hop longer than the window)
+        self._next_window = 0
+        self.samples_seen = 0
+
+    @property
+    def hop_seconds(self) -> float:
+        """The hop actually used: a whole number of STFT frames."""
+        return self.hop_samples / self.params.sample_rate_hz
+
+    def push(self, samples: np.ndarray) -> list[tuple[float, np.ndarray]]:
+        """Add audio; return the windows completed by it, in order."""
+        samples = np.asarray(samples, dtype=np.float32).reshape(-1)
+        if not np.all(np.isfinite(samples)):
+            raise InstrumentIdError("audio contains NaN or infinite samples")
+        self.samples_seen += len(samples)
+        dropped = min(self._skip, len(samples))
+        self._skip -= dropped
+        self._buffer = np.concatenate([self._buffer, samples[dropped:]])
+        return self._emit()
+
+    def finish(self) -> list[tuple[float, np.ndarray]]:
+        """End of audio: a recording shorter than one window is zero-padded to one; a partial last window is dropped."""
+        if self.samples_seen < self.params.window_samples and self._next_window == 0:
+            self._buffer = np.pad(self._buffer, (0, self.params.window_samples - len(self._buffer)))
+        return self._emit()
+
+    def _emit(self) -> list[tuple[float, np.ndarray]]:
+        size, out = self.params.window_samples, []
+        while len(self._buffer) >= size:
+            out.append((self._next_window * self.hop_samples / self.params.sample_rate_hz, self._buffer[:size].copy()))
+            self._next_window += 1
+            self._skip = max(0, self.hop_samples - len(self._buffer))
+            self._buffer = self._buffer[self.hop_samples:]
+        return out

@@ -3,9 +3,9 @@
 Audio arrives in blocks of any size at any sample rate; it is mixed to mono, resampled with a streaming soxr
 resampler (bit-identical to resampling the whole signal at once) and fed to WindowFeatureStream, so each STFT
 frame is analysed once and memory stays bounded on a recording of any length. Windows are scored in batches
-(a live stream scores each window as soon as it completes). A scorer is anything with the model's AudioParams,
-its FeaturePipeline (for the decision thresholds) and predict_proba_features: the zoo's ZooModel, or the edge
-runtime's adapter in tflite/scorer.py.
+(a live stream scores each window as soon as it completes). A scorer is model_zoo's Model interface (or anything
+with the same calls). A model of the 26 features shares STFT frames between overlapping windows; any other (an
+embedding network, a raw-audio graph) gets each window's samples (WindowSampleStream) through predict_windows.
 """
 
 from __future__ import annotations
@@ -24,21 +24,25 @@ from instrument_id.feature_sets import SEED26, FeatureSetSpec
 from instrument_id.instruments import NUM_INSTRUMENTS, column_names
 from instrument_id.params import AudioParams
 from instrument_id.pipeline import FeaturePipeline
-from instrument_id.streaming import WindowFeatureStream
+from instrument_id.streaming import WindowFeatureStream, WindowSampleStream
 
 BATCH_WINDOWS = 256  # windows scored per model call on a file: amortizes the call, bounds the feature buffer
 BLOCK_FRAMES = 1 << 18  # frames decoded per block (~6 s at 44.1 kHz, 2 MB stereo): the STFT runs in big batches
 
 
 class Scorer(Protocol):
-    """What analysis needs of a model."""
+    """What analysis needs of a model (model_zoo.model.Model answers it)."""
 
     params: AudioParams
     feature_set: FeatureSetSpec
-    pipeline: FeaturePipeline
+    pipeline: FeaturePipeline | None
+    takes_audio: bool
 
     def predict_proba_features(self, X: np.ndarray) -> np.ndarray:
         """(n, 26) features -> (n, 11) probabilities."""
+
+    def predict_windows(self, windows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(n, window_samples) audio -> ((n, 11) probabilities, (n, 11) bool decisions)."""
 
 
 @dataclass(frozen=True)
@@ -64,15 +68,15 @@ class StreamAnalyzer:
                  batch_windows: int = BATCH_WINDOWS):
         if getattr(scorer, "params", params) != params:
             raise InstrumentIdError("the scorer was trained with other audio settings than the ones given")
-        if scorer.feature_set != SEED26:  # the stream shares STFT frames between windows: the 26 means only
-            raise InstrumentIdError(f"streaming analysis computes {SEED26.label}; this model reads "
-                                    f"{scorer.feature_set.label}")
         if rate_hz <= 0:
             raise InstrumentIdError(f"invalid sample rate {rate_hz} Hz")
         if batch_windows < 1:
             raise InstrumentIdError(f"batch_windows must be at least 1, got {batch_windows}")
         self.scorer, self.params, self.rate_hz, self.batch_windows = scorer, params, int(rate_hz), batch_windows
-        self.features = WindowFeatureStream(params, hop_seconds)
+        # frames shared between overlapping windows for the 26 means; whole windows for anything else
+        self.shares_frames = scorer.feature_set == SEED26 and not getattr(scorer, "takes_audio", False)
+        self.features = (WindowFeatureStream(params, hop_seconds) if self.shares_frames
+                         else WindowSampleStream(params, hop_seconds))
         self._resampler = None
         if self.rate_hz != params.sample_rate_hz:
             self._resampler = soxr.ResampleStream(self.rate_hz, params.sample_rate_hz, 1, dtype="float32", quality="HQ")
@@ -115,12 +119,17 @@ class StreamAnalyzer:
     def _score(self, force: bool) -> ScoredWindows:
         if not self._rows or (len(self._rows) < self.batch_windows and not force):
             return _empty_scored()
-        X = np.stack(self._rows)  # (n, 26)
-        probabilities = np.asarray(self.scorer.predict_proba_features(X), dtype=np.float32)  # (n, 11)
+        X = np.stack(self._rows)  # (n, 26) features, or (n, window_samples) audio
+        if self.shares_frames:
+            probabilities = np.asarray(self.scorer.predict_proba_features(X), dtype=np.float32)  # (n, 11)
+            decisions = self.scorer.pipeline.decide(probabilities)
+        else:
+            probabilities, decisions = self.scorer.predict_windows(X)  # (n, 11) each
+            probabilities = np.asarray(probabilities, dtype=np.float32)
         if probabilities.shape != (len(X), NUM_INSTRUMENTS) or not np.isfinite(probabilities).all():
             raise InstrumentIdError(f"the model gave {probabilities.shape} probabilities (or non-finite ones) "
                                     f"for {len(X)} windows")
-        scored = ScoredWindows(np.array(self._starts), probabilities, self.scorer.pipeline.decide(probabilities))
+        scored = ScoredWindows(np.array(self._starts), probabilities, np.asarray(decisions, dtype=bool))
         self._starts, self._rows = [], []
         return scored
 

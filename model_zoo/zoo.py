@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -23,6 +23,7 @@ from instrument_id.feature_sets import FeatureSetSpec, stored_feature_set
 from instrument_id.params import AudioParams
 from instrument_id.pipeline import FeaturePipeline
 from model_zoo import backends
+from model_zoo.model import Model
 
 MANIFEST_FILE = "manifest.json"
 PIPELINE_FILE = "pipeline.json"
@@ -219,33 +220,36 @@ def read_pipeline_json(path: Path) -> tuple[FeaturePipeline, AudioParams, Featur
     return pipeline, params, feature_set
 
 
-@dataclass
-class ZooModel:
-    """A verified, loaded model: the audio settings and feature set it was trained with, its pipeline and back end."""
+@dataclass(eq=False)
+class ZooModel(Model):
+    """A Keras or scikit-learn model with its pipeline and settings: loaded from a verified folder (load_model), or
+    just fitted (train.models.TrainedModel, path None)."""
 
-    path: Path
-    kind: str
     name: str
-    version: str
+    kind: str  # "keras" or "sklearn"
+    model: Any
+    pipeline: FeaturePipeline
     params: AudioParams
     feature_set: FeatureSetSpec
-    pipeline: FeaturePipeline
-    manifest: dict[str, Any]
-    metrics: dict[str, Any]
-    model: Any
+    path: Path | None = None
+    version: str = "unsaved"
+    manifest: dict[str, Any] = field(default_factory=dict)
+    metrics: dict[str, Any] = field(default_factory=dict)
+    runtime: str = "zoo"
+
+    def _score_inputs(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(n, k) pipeline values -> ((n, 11) probabilities, (n, 11) bool decisions at the stored thresholds)."""
+        probabilities = backends.predict_proba(self.kind, self.model, rows)
+        return probabilities, self.pipeline.decide(probabilities)
 
     def predict_proba_pca(self, Z: np.ndarray) -> np.ndarray:
         """(n, k) pipeline values -> (n, 11) probabilities."""
         return backends.predict_proba(self.kind, self.model, Z)
 
-    def predict_proba_features(self, X: np.ndarray) -> np.ndarray:
-        """(n, width) feature-set values -> (n, 11) probabilities."""
-        return self.predict_proba_pca(self.pipeline.transform(X))  # (n, width) -> (n, k) -> (n, 11)
 
-    def predict(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(n, width) features -> ((n, 11) probabilities, (n, 11) bool decisions at the stored thresholds)."""
-        probabilities = self.predict_proba_features(X)
-        return probabilities, self.pipeline.decide(probabilities)
+def read_metrics(model_dir: Path) -> dict[str, Any]:
+    """A verified folder's metrics.json."""
+    return _read_json(model_dir / METRICS_FILE)
 
 
 def load_model(path: str | Path) -> ZooModel:
@@ -258,7 +262,7 @@ def load_model(path: str | Path) -> ZooModel:
     if feature_set != manifest_feature_set(manifest):
         raise InstrumentIdError(f"{model_dir / PIPELINE_FILE}: feature set {feature_set.label} differs from the "
                                 f"manifest's {manifest_feature_set(manifest).label}")
-    metrics = _read_json(model_dir / METRICS_FILE)
+    metrics = read_metrics(model_dir)
     model = backends.load_weights(manifest["kind"], model_dir / manifest["weights_file"])
     width = backends.model_input_width(manifest["kind"], model)
     if width != pipeline.n_components:

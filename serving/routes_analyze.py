@@ -26,6 +26,7 @@ import numpy as np
 from flask import Blueprint, g, jsonify, request
 
 from instrument_id.errors import InstrumentIdError
+from instrument_id.params import ANALYSIS_HOP_SECONDS
 from instrument_id.timeline import Timeline, WaveformEnvelope, analyze_signal, open_audio_blocks
 from serving.config import ServingConfig
 from serving.decode import ACCEPTED, MAX_CHANNELS, MAX_RATE_HZ, MIN_RATE_HZ, decode_pcm_json, read_json_body
@@ -34,7 +35,7 @@ from serving.models import ServedModel, single_blas_thread
 from serving.routes_v2 import choose_model, elapsed_ms, present, state
 
 bp = Blueprint("analyze", __name__, url_prefix="/v2")
-DEFAULT_HOP_SECONDS = 0.5  # as `instrument-id analyze`
+DEFAULT_HOP_SECONDS = ANALYSIS_HOP_SECONDS  # as `instrument-id analyze`
 MIN_HOP_SECONDS, MAX_HOP_SECONDS = 0.1, 3600.0  # the floor bounds the answer: 4 h at 0.1 s is 144,000 windows
 PLOT_FLAGS = {"1": True, "true": True, "0": False, "false": False}
 SPOOL_MEMORY_BYTES = 8 * 1024 * 1024  # a raw body larger than this goes to a temporary file
@@ -155,10 +156,6 @@ def analyze():
     plot = plot_argument(request.args.get("plot"))
     model, arm = choose_model(current, request.args.get("model"), request.args.get("arm"))
     g.arm, g.model = arm, model.name
-    if not model.scores_features:
-        usable = [name for name, m in current.models.items() if m.scores_features]
-        raise ApiError(400, f"model {model.name} runs a raw-audio TFLite graph; /v2/analyze streams features, so ask "
-                            f"for a feature-level model ({', '.join(usable) or 'none loaded'})")
     with contextlib.ExitStack() as resources:
         recording = open_recording(current.config, resources)
         upload_ms = elapsed_ms()

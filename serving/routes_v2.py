@@ -10,10 +10,11 @@ import numpy as np
 from flask import Blueprint, current_app, g, jsonify, request
 
 from instrument_id.instruments import INSTRUMENTS, NAME_TO_INDEX, column_names
+from model_zoo import ClipPrediction
 from serving.ab import ab_report
 from serving.decode import check_json_object, decode_request, read_json_body
 from serving.errors import ApiError
-from serving.models import ClipAnalysis, ModelResult, ServedModel
+from serving.models import ClipAnalysis, ServedModel
 from serving.store import PredictionRecord
 
 if TYPE_CHECKING:
@@ -68,7 +69,7 @@ def present(decisions: np.ndarray) -> list[str]:
     return [inst.name for inst, d in zip(INSTRUMENTS, decisions) if d]
 
 
-def windows_list(result: ModelResult, window_seconds: float) -> list[dict[str, Any]]:
+def windows_list(result: ClipPrediction, window_seconds: float) -> list[dict[str, Any]]:
     """Per-window results (only worth sending when the clip spans more than one window)."""
     return [
         {
@@ -80,7 +81,7 @@ def windows_list(result: ModelResult, window_seconds: float) -> list[dict[str, A
     ]
 
 
-def make_record(model: ServedModel, result: ModelResult, analysis: ClipAnalysis, route: str, arm: str | None,
+def make_record(model: ServedModel, result: ClipPrediction, analysis: ClipAnalysis, route: str, arm: str | None,
                 total_ms: float, compare_group: str | None = None) -> PredictionRecord:
     """The log row of one model's prediction."""
     return PredictionRecord(
@@ -98,7 +99,7 @@ def elapsed_ms() -> float:
 
 
 def predict_request(route: str, model_name: str | None, arm_name: str | None, any_file_field: bool = False
-                    ) -> tuple[ServedModel, str | None, ModelResult, ClipAnalysis, PredictionRecord]:
+                    ) -> tuple[ServedModel, str | None, ClipPrediction, ClipAnalysis, PredictionRecord]:
     """Decode, route, score and log one clip; the log is committed before this returns."""
     current = state()
     model, arm = choose_model(current, model_name, arm_name)

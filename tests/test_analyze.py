@@ -119,7 +119,7 @@ def test_analyze_stereo_flac_writes_csv_json_png_equal_to_scoring_stream_feature
 def test_analyze_runs_a_converted_folder_on_the_edge_runtime(tmp_path_factory, tmp_path, capsys):
     pytest.importorskip("tensorflow")  # to build the shared converted MLP folder; analyze itself never imports it
     from edge_model_fixture import shared_edge_fixture
-    from tflite.runtime import EdgeModel
+    from model_zoo.tflite_model import EdgeModel
 
     folder = shared_edge_fixture(tmp_path_factory).model_dir
     audio = tmp_path / "duet.wav"

@@ -24,7 +24,7 @@ from instrument_id.instruments import column_names  # noqa: E402
 from model_zoo import load_model  # noqa: E402
 from model_zoo.backends import keras_proba  # noqa: E402
 from tflite.convert import VARIANT_FILES  # noqa: E402
-from tflite.runtime import EdgeModel, interpreter_class  # noqa: E402
+from model_zoo.tflite_model import EdgeModel, interpreter_class  # noqa: E402
 
 RAW = VARIANT_FILES["raw"]
 FLOAT32 = VARIANT_FILES["none"]
@@ -182,7 +182,7 @@ def test_a_long_clip_scores_each_instrument_by_its_best_window(built, zoo):
     edge = EdgeModel(built.model_dir / FLOAT32)
     y = load_mono(next((built.corpus / "test_data").glob("*.wav")), zoo.params)
     windows = frame_windows(y, zoo.params)
-    per_window, _ = edge.predict_rows(edge.windows_to_rows(windows))  # (n, 11)
+    per_window, _ = edge.predict_windows(windows)  # (n, 11)
     clip = edge.predict_clip(y)
     assert clip.n_windows == len(windows) > 1
     np.testing.assert_array_equal(clip.probabilities, per_window.max(axis=0))

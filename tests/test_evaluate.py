@@ -103,7 +103,7 @@ def test_features_report_matches_sklearn_on_the_same_predictions(trained, tmp_pa
         assert entry["same_data_as_training"] and entry["version"] == model.version
         for split in ("train", "valid", "test"):
             X, Y = features.subset(split, originals_only=True)
-            P, D = model.predict(X)
+            P, D = model.predict_features(X)
             assert entry["splits"][split]["n_windows"] == len(X)
             _assert_figures(entry["splits"][split], Y, D, P)
         assert entry["predict_test_split_ms"] > 0 and entry["latency_ms_per_clip"] > 0 and entry["features_ms_per_clip"] > 0

@@ -25,7 +25,7 @@ MLP_TEST_SETTINGS = {"epochs": 8, "batch_size": 32}
 
 def _test_macro_f1(trained, features) -> float:
     X, Y = features.subset("test")
-    probabilities, decisions = trained.predict(X)
+    probabilities, decisions = trained.predict_features(X)
     return multilabel_metrics(Y, decisions, probabilities)["macro_f1"]
 
 

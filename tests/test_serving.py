@@ -24,7 +24,7 @@ from model_zoo import verify_model_dir  # noqa: E402
 from serving.app import create_app  # noqa: E402
 from serving.config import load_config, parse_config  # noqa: E402
 from serving_fixture import app_config, encode, music_clip, needs_training, pcm_json, served_folders  # noqa: E402
-from tflite.runtime import EdgeModel  # noqa: E402
+from model_zoo.tflite_model import EdgeModel  # noqa: E402
 
 pytestmark = needs_training
 NAMES = [inst.name for inst in INSTRUMENTS]

@@ -24,7 +24,7 @@ def test_shipped_model_loads_verified_and_names_a_clip(name, kind):
     assert model.pipeline.n_components == model.params.pca_components == 16
     t = np.arange(model.params.window_samples) / model.params.sample_rate_hz
     clip = (0.3 * np.sin(2 * np.pi * 440 * t) * np.exp(-t)).astype(np.float32)
-    probabilities, decisions = model.predict(compute_features(clip[None], model.params))
+    probabilities, decisions = model.predict_features(compute_features(clip[None], model.params))
     assert probabilities.shape == decisions.shape == (1, 11)
     assert np.all((probabilities >= 0) & (probabilities <= 1))
     # the stored metrics are of this corpus's held-out test split, with thresholds chosen on valid

@@ -25,8 +25,8 @@ from tflite.convert import ALL_VARIANTS, VARIANT_FILES  # noqa: E402
 
 SEED_FILES = [VARIANT_FILES[q] for q in ALL_VARIANTS["seed26"]]
 from tflite.graphs import dense_layers, feature_model_function  # noqa: E402
-from tflite.runtime import EdgeModel  # noqa: E402
-from tflite.tflite_file import metadata_entries  # noqa: E402
+from model_zoo.tflite_model import EdgeModel  # noqa: E402
+from model_zoo.tflite_file import metadata_entries  # noqa: E402
 from train.musicnet import list_recordings, read_recording  # noqa: E402
 
 # Bounds on |TFLite - Keras| probabilities over the test split, ~5-10x what was observed: float32 is the same
@@ -93,7 +93,7 @@ def test_a_tampered_tflite_file_fails_verification_and_loading(built, tmp_path):
 @pytest.mark.parametrize("quant", ["none", "float16", "dynamic", "int8"])
 def test_feature_variants_match_keras(built, zoo, test_pca, quant):
     edge = EdgeModel(built.model_dir / VARIANT_FILES[quant])
-    assert edge.kind == "features" and edge.params == zoo.params
+    assert edge.input_kind == "features" and edge.params == zoo.params
     probabilities, decisions = edge.predict_rows(test_pca)
     expected = keras_proba(zoo.model, test_pca)
     assert np.abs(probabilities - expected).max() <= PROBABILITY_BOUNDS[quant]
@@ -114,7 +114,7 @@ def test_int8_is_full_integer_with_float_io_and_a_third_of_float32(built):
 
 def test_raw_audio_model_agrees_with_numpy_features_then_keras(built, zoo, audio_windows):
     raw = EdgeModel(built.model_dir / VARIANT_FILES["raw"])
-    assert raw.kind == "raw_audio" and raw.params == zoo.params and raw.pipeline is None
+    assert raw.input_kind == "raw_audio" and raw.params == zoo.params and raw.pipeline is None
     probabilities, decisions = raw.predict_rows(audio_windows)
     expected = keras_proba(zoo.model, zoo.pipeline.transform(compute_features(audio_windows, zoo.params)))
     agreement = np.mean((decisions == zoo.pipeline.decide(expected)).all(axis=1))

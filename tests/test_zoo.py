@@ -58,7 +58,7 @@ def test_round_trip_gives_the_same_predictions(tmp_path, features, trained, kind
     folder = _save(model, tmp_path / "m")
     loaded = load_model(folder)
     X, _ = features.subset("test")
-    probabilities, decisions = loaded.predict(X)
+    probabilities, decisions = loaded.predict_features(X)
     np.testing.assert_allclose(probabilities, model.predict_proba_features(X), rtol=1e-6, atol=1e-7)
     np.testing.assert_array_equal(decisions, model.pipeline.decide(probabilities))
     np.testing.assert_array_equal(loaded.pipeline.thresholds, model.pipeline.thresholds)

@@ -32,16 +32,17 @@ EPILOG = (
 
 def add_parser(parser: argparse.ArgumentParser) -> None:
     """Arguments of `instrument-id analyze`."""
-    from tflite.scorer import DEFAULT_MODEL_DIR, RUNTIMES
+    from instrument_id.params import ANALYSIS_HOP_SECONDS
+    from model_zoo.loader import RUNTIMES, shipped_model_dir
 
     parser.epilog = EPILOG
     parser.add_argument("file", type=Path, metavar="FILE", help="the recording to analyze")
-    parser.add_argument("--model", type=Path, default=DEFAULT_MODEL_DIR, help="model folder (default: %(default)s)")
+    parser.add_argument("--model", type=Path, default=shipped_model_dir(), help="model folder (default: %(default)s)")
     parser.add_argument("--runtime", choices=RUNTIMES, default="auto",
                         help="tflite: the folder's model_float32.tflite; zoo: its Keras/skops weights; auto (default): "
                              "tflite when the folder has it")
-    parser.add_argument("--hop", type=float, default=0.5,
-                        help="seconds between window starts (default 0.5; rounded to whole STFT frames)")
+    parser.add_argument("--hop", type=float, default=ANALYSIS_HOP_SECONDS,
+                        help="seconds between window starts (default %(default)s; rounded to whole STFT frames)")
     parser.add_argument("--out", type=Path, default=None, metavar="PREFIX",
                         help="output prefix: writes PREFIX.csv, PREFIX.json, PREFIX.png (default: FILE without suffix)")
     parser.add_argument("--no-plot", action="store_true", help="skip PREFIX.png")
@@ -172,13 +173,13 @@ def write_outputs(prefix: Path, timeline: Any, envelope: Any, report: dict[str, 
 
 def run(args: argparse.Namespace) -> int:
     """Analyze the file, write the three outputs, print the summary and the speed."""
-    from tflite.scorer import load_scorer
+    from model_zoo.loader import open_model
 
     def warn(message: str) -> None:
         print(f"warning: {message}", file=sys.stderr)
 
     started = time.perf_counter()
-    scorer = load_scorer(args.model, args.runtime)
+    scorer = open_model(args.model, args.runtime)
     load_seconds = time.perf_counter() - started
     timeline, envelope, facts = run_analysis(args.file, scorer, args.hop, show_progress=not args.quiet)
     if timeline.padded:

@@ -4,7 +4,7 @@ Variants: float32; float16 weights; dynamic-range int8 weights; full-integer int
 calibrated on PCA values of the feature file's train split); and the raw-audio model, 2 s of audio in and
 the 11 probabilities plus decisions out. The int8 model keeps float32 input and output: the converter puts a
 QUANTIZE op after the input and a DEQUANTIZE op before the output, so callers never handle scales.
-Every file carries an `instrument_id` metadata entry (variant, AudioParams, labels) read by tflite.runtime.
+Every file carries an `instrument_id` metadata entry (variant, AudioParams, labels) read by model_zoo.tflite_model.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from instrument_id.feature_sets import SEED26, FeatureSetSpec
 from instrument_id.instruments import column_names
 from instrument_id.params import AudioParams
 from instrument_id.pipeline import FeaturePipeline
-from tflite.tflite_file import METADATA_NAME
+from model_zoo.tflite_file import METADATA_NAME
 
 # --quant name -> file written into the model folder
 VARIANT_FILES: dict[str, str] = {

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from instrument_id.errors import InstrumentIdError
+from instrument_id.output import data_stream
 from instrument_id.instruments import column_names
 
 FORMATS = {"s16le": np.dtype("<i2"), "f32le": np.dtype("<f4")}
@@ -28,19 +29,21 @@ MAX_RATE_HZ = 384000
 
 def add_parser(parser: argparse.ArgumentParser) -> None:
     """Arguments of `instrument-id listen`."""
-    from tflite.scorer import DEFAULT_MODEL_DIR, RUNTIMES
+    from instrument_id.params import ANALYSIS_HOP_SECONDS, AudioParams
+    from model_zoo.loader import RUNTIMES, shipped_model_dir
 
     parser.epilog = ("Example: arecord -q -f S16_LE -r 22050 -c 1 -t raw | instrument-id listen -. One line per hop "
                      "with the instruments of the last window (2 s by default); EOF scores what is left. A partial "
                      "sample at the end of the stream is dropped, and NaN, infinite or out-of-range float samples "
                      "are replaced (silence, or clipped to -1..1), each with a note on stderr.")
     parser.add_argument("source", metavar="-", help="'-': raw interleaved PCM on stdin")
-    parser.add_argument("--rate", type=int, default=22050, help="sample rate of the stream in Hz (default 22050)")
+    parser.add_argument("--rate", type=int, default=AudioParams().sample_rate_hz,
+                        help="sample rate of the stream in Hz (default %(default)s)")
     parser.add_argument("--channels", type=int, default=1, help="interleaved channels (default 1), mixed to mono")
     parser.add_argument("--format", choices=sorted(FORMATS), default="s16le", help="sample format (default s16le)")
-    parser.add_argument("--model", type=Path, default=DEFAULT_MODEL_DIR, help="model folder (default: %(default)s)")
+    parser.add_argument("--model", type=Path, default=shipped_model_dir(), help="model folder (default: %(default)s)")
     parser.add_argument("--runtime", choices=RUNTIMES, default="auto", help="as for `analyze` (default auto)")
-    parser.add_argument("--hop", type=float, default=0.5, help="seconds between lines (default 0.5)")
+    parser.add_argument("--hop", type=float, default=ANALYSIS_HOP_SECONDS, help="seconds between lines (default %(default)s)")
     parser.add_argument("--chunk-frames", type=int, default=1024, help="frames read per chunk (default 1024)")
     parser.add_argument("--json", action="store_true", help="one JSON object per line, with probabilities and latency_ms")
 
@@ -120,10 +123,10 @@ def _check(args: argparse.Namespace) -> None:
 def run(args: argparse.Namespace) -> int:
     """Read stdin until EOF, printing one flushed line per completed window."""
     from instrument_id.timeline import StreamAnalyzer
-    from tflite.scorer import load_scorer
+    from model_zoo.loader import open_model
 
     _check(args)
-    scorer = load_scorer(args.model, args.runtime)
+    scorer = open_model(args.model, args.runtime)
     warm_up = StreamAnalyzer(scorer, scorer.params, args.rate, args.hop)  # FFT plans, model: not in the first line's time
     warm_up.push(np.zeros(scorer.params.window_samples, np.float32))
     warm_up.finish()
@@ -139,8 +142,9 @@ def run(args: argparse.Namespace) -> int:
     def emit(scored: Any, read_at: float) -> None:
         for start, probabilities, decisions in zip(scored.starts, scored.probabilities, scored.decisions):
             latency_ms = 1e3 * (time.perf_counter() - read_at)
-            sys.stdout.write(format_line(start, window_seconds, probabilities, decisions, latency_ms, args.json) + "\n")
-            sys.stdout.flush()
+            out = data_stream()
+            out.write(format_line(start, window_seconds, probabilities, decisions, latency_ms, args.json) + "\n")
+            out.flush()
 
     leftover = b""
     n_lines = 0
@@ -172,8 +176,8 @@ def run(args: argparse.Namespace) -> int:
         scored = analyzer.finish()
         emit(scored, time.perf_counter())
         n_lines += len(scored)
-    except BrokenPipeError:  # the reader went away (e.g. `| head`): nothing left to say
-        sys.stdout = open(os.devnull, "w")
+    except BrokenPipeError:  # the reader went away (e.g. `| head`): nothing left to say, nor to flush at exit
+        os.dup2(os.open(os.devnull, os.O_WRONLY), data_stream().fileno())
         return 0
     print(f"end of stream: {analyzer.seconds_in:.2f} s of audio, {n_lines} line(s)", file=sys.stderr, flush=True)
     return 0

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
 
 from instrument_id.errors import InstrumentIdError
+from instrument_id.output import print_json
 
 # the shipped MLP's one-file edge artefact, installed with the package (model_zoo/models is package data)
 DEFAULT_RAW_AUDIO_MODEL = Path(__file__).resolve().parents[1] / "model_zoo" / "models" / "mlp" / "model_raw_audio.tflite"
@@ -46,7 +46,7 @@ def _print_text(clip: Path, result: dict) -> None:
 def run(args: argparse.Namespace) -> int:
     """Score every clip; a bad clip prints one error line and the others still run; exit 2 if any failed."""
     from instrument_id.audio import load_mono
-    from tflite.runtime import EdgeModel
+    from model_zoo.tflite_model import EdgeModel
 
     if args.threads is not None and args.threads < 1:
         raise InstrumentIdError(f"--threads must be at least 1, got {args.threads}")
@@ -63,13 +63,13 @@ def run(args: argparse.Namespace) -> int:
             failed += 1
             continue
         result = {
-            "clip": str(clip), "model": str(args.model), "model_kind": model.kind, "runtime": model.runtime,
+            "clip": str(clip), "model": str(args.model), "model_kind": model.input_kind, "runtime": model.interpreter_package,
             **prediction.to_dict(),
             "load_ms": round(1e3 * (loaded - start), 3),
             "total_ms": round(1e3 * (time.perf_counter() - start), 3),
         }
         if args.json:
-            print(json.dumps(result))
+            print_json(result)
         else:
             _print_text(clip, result)
     return 2 if failed else 0

@@ -33,6 +33,7 @@ from instrument_id.errors import InstrumentIdError
 from instrument_id.features import extractor_for
 from instrument_id.instruments import INSTRUMENTS
 from instrument_id.params import FEATURE_NAMES, AudioParams
+from instrument_id.output import print_json
 
 STATISTICS = ("mean", "std", "mean_abs_delta", "p10", "p90")
 N_VALUES = len(FEATURE_NAMES)  # 26 per-frame values
@@ -335,7 +336,7 @@ def run(args: argparse.Namespace) -> int:
     write_text_atomic(args.out / "ceiling.json", json.dumps(result, indent=2) + "\n")
     write_text_atomic(args.out / "ceiling.md", markdown(result))
     if args.json:
-        print(json.dumps(result))
+        print_json(result)
     else:
         print(markdown(result))
     return 0

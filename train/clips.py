@@ -103,8 +103,3 @@ def clip_window_features(clips: LabelledClips, params: AudioParams, spec: Featur
         y = load_mono(path, params)  # (samples,) mono at params.sample_rate_hz
         out.append(featurize(frame_windows(y, params), params, spec))  # (n_windows, samples) -> (n_windows, width)
     return out
-
-
-def clip_probabilities(window_probabilities: list[np.ndarray]) -> np.ndarray:
-    """Per clip (n_windows, 11) window probabilities -> (n_clips, 11): each instrument's highest window."""
-    return np.stack([p.max(axis=0) for p in window_probabilities])  # (n_clips, 11)

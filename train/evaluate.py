@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,6 +17,7 @@ import numpy as np
 
 from instrument_id.errors import InstrumentIdError
 from instrument_id.timing import median_ms
+from instrument_id.output import print_json
 from model_zoo.zoo import inside_model_zoo, refuse_model_zoo_path
 
 # a folder holding any of these is taken for a model folder (and then must load), never for a folder of models
@@ -83,9 +83,9 @@ def resolve_model_dirs(dirs: list[Path]) -> list[Path]:
 
 def load_models(model_dirs: list[Path]) -> dict[str, Any]:
     """Verify and load every folder; keyed by model name, or by folder path when two share a name."""
-    from model_zoo import load_model
+    from model_zoo import open_model
 
-    models = [load_model(path) for path in model_dirs]
+    models = [open_model(path, "zoo") for path in model_dirs]
     names = [m.name for m in models]
     return {(m.name if names.count(m.name) == 1 else str(m.path)): m for m in models}
 
@@ -134,9 +134,9 @@ def clip_latency_ms(model: Any, runs: int) -> dict[str, float]:
     clip = latency_clip(params.sample_rate_hz, params.window_samples)
     X = featurize(clip, params, spec)  # (1, width)
     return {
-        "latency_ms_per_clip": median_ms(lambda: model.predict(featurize(clip, params, spec)), runs),
+        "latency_ms_per_clip": median_ms(lambda: model.predict_features(featurize(clip, params, spec)), runs),
         "features_ms_per_clip": median_ms(lambda: featurize(clip, params, spec), runs),
-        "model_ms_per_clip": median_ms(lambda: model.predict(X), runs),
+        "model_ms_per_clip": median_ms(lambda: model.predict_features(X), runs),
     }
 
 
@@ -213,10 +213,10 @@ def evaluate_features(models: dict[str, Any], features: Any, features_path: Path
         entry["same_data_as_training"] = (
             model.manifest["training_data"].get("corpus_fingerprint") == features.config.get("corpus_fingerprint")
         )
-        predictions = {split: model.predict(X) for split, (X, _) in splits.items()}  # split -> ((n, 11), (n, 11))
+        predictions = {split: model.predict_features(X) for split, (X, _) in splits.items()}  # split -> ((n, 11), (n, 11))
         entry["splits"] = {split: scored_metrics(splits[split][1], D, P) for split, (P, D) in predictions.items()}
         probabilities[label], decisions[label] = predictions["test"]
-        entry["predict_test_split_ms"] = median_ms(lambda: model.predict(X_test), runs)
+        entry["predict_test_split_ms"] = median_ms(lambda: model.predict_features(X_test), runs)
         entry.update(clip_latency_ms(model, runs))
         entries[label] = entry
     figures = {
@@ -236,7 +236,8 @@ def evaluate_features(models: dict[str, Any], features: Any, features_path: Path
 def evaluate_clips(models: dict[str, Any], clips: Any, runs: int) -> Evaluation:
     """Every model on every labelled clip (its windows' highest probability per instrument)."""
     from instrument_id.instruments import column_names
-    from train.clips import clip_probabilities, clip_window_features
+    from model_zoo.model import clip_scores
+    from train.clips import clip_window_features
 
     by_settings: dict[Any, list[np.ndarray]] = {}
     entries, probabilities, decisions = {}, {}, {}
@@ -248,11 +249,12 @@ def evaluate_clips(models: dict[str, Any], clips: Any, runs: int) -> Evaluation:
         windows = by_settings[key]  # per clip (n_windows, width)
         counts = np.cumsum([len(w) for w in windows])[:-1]
         all_windows = np.concatenate(windows)  # (total windows, width)
-        P = clip_probabilities(np.split(model.predict_proba_features(all_windows), counts))  # (n_clips, 11)
-        D = model.pipeline.decide(P)
+        window_P, window_D = model.predict_features(all_windows)  # (total windows, 11) each
+        per_clip = [clip_scores(p, d) for p, d in zip(np.split(window_P, counts), np.split(window_D, counts))]
+        P, D = np.stack([p for p, _ in per_clip]), np.stack([d for _, d in per_clip])  # (n_clips, 11) each
         entry = _model_entry(model)
         entry["splits"] = {"clips": scored_metrics(clips.Y, D, P)}
-        entry["predict_clip_windows_ms"] = median_ms(lambda: model.predict(all_windows), runs)
+        entry["predict_clip_windows_ms"] = median_ms(lambda: model.predict_features(all_windows), runs)
         entry.update(clip_latency_ms(model, runs))
         entries[label], probabilities[label], decisions[label] = entry, P, D
     positives = clips.Y.sum(axis=0)  # (11,)
@@ -315,7 +317,7 @@ def run(args: argparse.Namespace) -> int:
         evaluation = evaluate_clips(models, clips, args.timing_runs)
     written = write_report(out, evaluation)
     if args.json:
-        print(json.dumps(evaluation.figures))
+        print_json(evaluation.figures)
         return 0
     for label, entry in evaluation.figures["models"].items():
         scores = ", ".join(f"{split} {_fmt(m['macro_f1'])}" for split, m in entry["splits"].items())

@@ -167,9 +167,12 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
     """Arguments of `instrument-id features`."""
     parser.add_argument("--data", required=True, help="corpus folder in the MusicNet layout")
     parser.add_argument("--out", required=True, help="feature cache file (.npz)")
-    parser.add_argument("--window", type=float, default=2.0, help="window seconds, 1..12 (default 2.0)")
-    parser.add_argument("--hop", type=float, default=1.0, help="hop seconds (default 1.0)")
-    parser.add_argument("--min-presence", type=float, default=0.1, help="seconds an instrument must sound in a window")
+    defaults = AudioParams()
+    parser.add_argument("--window", type=float, default=defaults.window_seconds,
+                        help="window seconds, 1..12 (default %(default)s)")
+    parser.add_argument("--hop", type=float, default=defaults.hop_seconds, help="hop seconds (default %(default)s)")
+    parser.add_argument("--min-presence", type=float, default=defaults.min_presence_seconds,
+                        help="seconds an instrument must sound in a window (default %(default)s)")
     parser.add_argument("--augment", type=int, default=9, help="augmented variants per train window, 0..9 (default 9)")
     parser.add_argument("--split", choices=("official", "stratified"), default="stratified",
                         help="official MusicNet test set, or a recording-level split with every instrument in valid and test")

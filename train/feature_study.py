@@ -26,6 +26,7 @@ from tqdm import tqdm
 from instrument_id.atomic import write_text_atomic
 from instrument_id.errors import InstrumentIdError
 from instrument_id.feature_sets import FeatureSetSpec
+from instrument_id.output import print_json
 from model_zoo.featureset import FeatureSet, load_featureset
 from train.metrics import multilabel_metrics
 
@@ -70,7 +71,7 @@ def select_outputs(features: FeatureSet, outputs: tuple[str, ...]) -> FeatureSet
 
 
 def _scores(model: Any, features: FeatureSet, mask: np.ndarray) -> dict[str, Any]:
-    probabilities, decisions = model.predict(features.X[mask])
+    probabilities, decisions = model.predict_features(features.X[mask])
     return multilabel_metrics(features.Y[mask], decisions, probabilities)
 
 
@@ -142,7 +143,7 @@ def leave_one_font_out(features: FeatureSet, fonts: dict[str, frozenset[str]], h
         for head in heads:
             model = train_model(others, head, seed=seed)
             scores = _scores(model, features, target)
-            quiet_share = float(np.mean(~model.predict(features.X[target])[1].any(axis=1)[features.Y[target].sum(1) == 0])) \
+            quiet_share = float(np.mean(~model.predict_features(features.X[target])[1].any(axis=1)[features.Y[target].sum(1) == 0])) \
                 if (features.Y[target].sum(1) == 0).any() else None
             rows.append({"held_out": held_out, "head": head, "n_windows": int(target.sum()),
                          "macro_f1": scores["macro_f1"], "mAP": scores["mAP"], "quiet_share_no_instrument": quiet_share})
@@ -202,5 +203,5 @@ def run(args: argparse.Namespace) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     write_text_atomic(args.out / "study.json", json.dumps(result, indent=2) + "\n")
     write_text_atomic(args.out / "study.md", markdown(result))
-    print(json.dumps(result) if args.json else markdown(result))
+    print_json(result) if args.json else print(markdown(result))
     return 0

@@ -6,7 +6,7 @@ instrument on the validation split only, never on test. TensorFlow is imported o
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import numpy as np
@@ -26,6 +26,7 @@ from instrument_id.instruments import INSTRUMENTS, NUM_INSTRUMENTS
 from instrument_id.pipeline import FeaturePipeline
 from model_zoo import backends
 from model_zoo.featureset import SPLITS, FeatureSet
+from model_zoo.zoo import ZooModel
 
 THRESHOLD_GRID = np.linspace(0.05, 0.95, 19)
 FALLBACK_THRESHOLD = 0.5
@@ -52,24 +53,13 @@ SKLEARN_MODELS: dict[str, Callable[[int], Any]] = {
 MODEL_NAMES: tuple[str, ...] = ("mlp", *SKLEARN_MODELS)
 
 
-@dataclass
-class TrainedModel:
-    """A fitted model with its pipeline (thresholds chosen on valid) and a JSON-ready description of how it was made."""
+@dataclass(eq=False)
+class TrainedModel(ZooModel):
+    """A just-fitted model (thresholds chosen on valid) and a JSON-ready description of how it was made; it answers
+    every call of model_zoo's Model interface before it is saved."""
 
-    name: str
-    kind: str  # "keras" or "sklearn", as model_zoo stores it
-    model: Any
-    pipeline: FeaturePipeline
-    architecture: dict[str, Any]
-
-    def predict_proba_features(self, X: np.ndarray) -> np.ndarray:
-        """(n, 26) features -> (n, 11) probabilities."""
-        return backends.predict_proba(self.kind, self.model, self.pipeline.transform(X))
-
-    def predict(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(n, 26) features -> ((n, 11) probabilities, (n, 11) bool decisions)."""
-        probabilities = self.predict_proba_features(X)
-        return probabilities, self.pipeline.decide(probabilities)
+    architecture: dict[str, Any] = field(default_factory=dict)
+    runtime: str = "trained"
 
 
 def check_model_name(name: str) -> None:
@@ -187,4 +177,4 @@ def train_model(
         kind = "sklearn"
     thresholds = choose_thresholds(Y_valid, backends.predict_proba(kind, model, Z_valid))
     return TrainedModel(name=name, kind=kind, model=model, pipeline=pipeline.with_thresholds(thresholds),
-                        architecture=architecture)
+                        params=features.params, feature_set=features.feature_set, architecture=architecture)

@@ -21,6 +21,7 @@ from tqdm import tqdm
 from instrument_id.atomic import atomic_path, write_text_atomic
 from instrument_id.errors import InstrumentIdError
 from instrument_id.params import AudioParams
+from instrument_id.output import print_json
 
 DEFAULT_WINDOWS_SECONDS = (1.0, 2.0, 3.0, 4.0, 6.0, 8.0, 10.0, 12.0)
 HOP_FRACTION = 0.5
@@ -174,7 +175,7 @@ def run(args: argparse.Namespace) -> int:
                            hop_seconds=args.hop, split=args.split, jobs=args.jobs,
                            allow_missing=args.allow_missing_instruments)
     if args.json:
-        print(json.dumps(result))
+        print_json(result)
     else:
         print(render_markdown(result), end="")
         print(f"wrote {args.out / SWEEP_JSON}, {args.out / SWEEP_MD} and {args.out / SWEEP_PNG}")

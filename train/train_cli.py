@@ -38,7 +38,7 @@ def split_metrics(trained: Any, features: Any) -> dict[str, Any]:
     out = {}
     for split in SPLITS:
         X, Y = features.subset(split, originals_only=(split == "train"))
-        probabilities, decisions = trained.predict(X)
+        probabilities, decisions = trained.predict_features(X)
         out[split] = multilabel_metrics(Y, decisions, probabilities)
     return out
 

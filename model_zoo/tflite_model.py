@@ -1,30 +1,26 @@
-"""The edge runtime: run a .tflite model on audio with numpy and a TFLite interpreter only (no TensorFlow, no librosa).
+"""A .tflite model behind the one Model interface, run by a TFLite interpreter only (no TensorFlow, no librosa).
 
-Two kinds of model, told apart by their input width: a feature model reads k PCA values (numpy features and
-the FeaturePipeline from the pipeline.json beside it run first), a raw-audio model reads one window of samples
-and computes everything inside, its AudioParams stored in the file's metadata. A clip is cut into windows;
-each instrument's clip probability is its maximum over the windows.
+Two kinds of file, told apart by their outputs: a feature model reads k pipeline values (numpy features and the
+FeaturePipeline from the pipeline.json beside it run first), a raw-audio model reads one window of samples and
+computes everything inside, its AudioParams stored in the file's metadata.
 """
 
 from __future__ import annotations
 
 import json
-import sys
-import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from instrument_id.audio import frame_windows
 from instrument_id.errors import InstrumentIdError
 from instrument_id.instruments import NUM_INSTRUMENTS, column_names
 from instrument_id.feature_sets import FeatureSetSpec, stored_feature_set
 from instrument_id.params import AudioParams
 from instrument_id.pipeline import FeaturePipeline
-from model_zoo.featurizers import featurize, warm_up
-from tflite.tflite_file import instrument_id_metadata, read_tflite_bytes
+from model_zoo.featurizers import warm_up
+from model_zoo.model import Model
+from model_zoo.tflite_file import instrument_id_metadata, read_tflite_bytes
 
 PIPELINE_FILE = "pipeline.json"  # written by model_zoo beside the weights: {"pipeline": ..., "params": ...}
 PROBABILITIES = "probabilities"
@@ -104,40 +100,20 @@ def _io_details(interpreter: Any, path: Path) -> tuple[dict[str, Any], dict[str,
     return inputs, outputs
 
 
-@dataclass(frozen=True)
-class EdgePrediction:
-    """One clip's result: per-instrument probabilities (max over windows), decisions, and where the time went."""
-
-    probabilities: np.ndarray  # (11,) float32
-    decisions: np.ndarray  # (11,) bool
-    n_windows: int
-    padded: bool
-    features_ms: float  # windowing, numpy features and PCA (raw-audio models: windowing only)
-    model_ms: float  # the interpreter (raw-audio models: features computed in the graph included)
-
-    @property
-    def instruments(self) -> list[str]:
-        """Column names of the instruments judged present."""
-        return [name for name, present in zip(column_names(), self.decisions) if present]
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready result."""
-        return {
-            "instruments": self.instruments,
-            "probabilities": {name: round(float(p), 6) for name, p in zip(column_names(), self.probabilities)},
-            "n_windows": self.n_windows,
-            "padded": self.padded,
-            "features_ms": round(self.features_ms, 3),
-            "model_ms": round(self.model_ms, 3),
-        }
-
-
-class EdgeModel:
+class EdgeModel(Model):
     """A validated .tflite model (feature-level or raw-audio) with the settings to feed it."""
 
-    def __init__(self, path: str | Path, num_threads: int | None = None) -> None:
+    kind = "tflite"
+    runtime = "tflite"
+
+    def __init__(self, path: str | Path, num_threads: int | None = None, name: str | None = None,
+                 version: str | None = None) -> None:
         self.path = Path(path)
-        data, self.interpreter, self.runtime = _open(self.path, num_threads)
+        self.name = name or self.path.stem
+        self.tflite_file = self.path.name
+        self.manifest: dict[str, Any] = {}  # a folder's, when opened through model_zoo.loader.open_model
+        self.metrics: dict[str, Any] = {}
+        data, self.interpreter, self.interpreter_package = _open(self.path, num_threads)
         try:
             self.metadata = instrument_id_metadata(data)
         except InstrumentIdError as exc:
@@ -153,9 +129,10 @@ class EdgeModel:
         self.batch_size = None if shape[0] == -1 else int(shape[0])  # None: any batch size
         self._check_outputs()
         # a raw-audio graph decides inside (its decisions output); a feature graph reads pipeline values
-        self.kind = "raw_audio" if DECISIONS in self._outputs else "features"
+        self.takes_audio = DECISIONS in self._outputs
         self.pipeline: FeaturePipeline | None = None
         self._load_settings()
+        self.version = version or self.path.stem
 
     def _check_outputs(self) -> None:
         if PROBABILITIES not in self._outputs:
@@ -178,7 +155,7 @@ class EdgeModel:
                 stored = AudioParams.from_dict(self.metadata["params"]) if "params" in self.metadata else None
             except (InstrumentIdError, TypeError) as exc:
                 raise InstrumentIdError(f"{self.path}: stored audio settings are invalid ({exc})") from None
-        if self.kind == "features":
+        if not self.takes_audio:
             self.pipeline, self.params, self.feature_set = read_pipeline_json(self.path.with_name(PIPELINE_FILE),
                                                                               self.path)
             if self.input_width != self.pipeline.n_components:
@@ -259,35 +236,11 @@ class EdgeModel:
             return probabilities, outputs[DECISIONS] > 0.5
         return probabilities, self.pipeline.decide(probabilities)
 
-    def windows_to_rows(self, windows: np.ndarray) -> np.ndarray:
-        """(n, window_samples) audio -> the model's (n, input_width) inputs: PCA values, or the audio itself."""
-        if self.pipeline is None:
-            return windows
-        return self.pipeline.transform(featurize(windows, self.params, self.feature_set))  # (n, width) -> (n, k)
+    @property
+    def input_kind(self) -> str:
+        """'raw_audio' (reads audio windows, decides inside) or 'features' (reads pipeline values)."""
+        return "raw_audio" if self.takes_audio else "features"
 
-    def predict_clip(self, y: np.ndarray, name: str = "clip") -> EdgePrediction:
-        """(samples,) mono audio at params.sample_rate_hz -> EdgePrediction; a clip shorter than the window is
-        zero-padded with a warning on stderr; empty or non-finite audio raises InstrumentIdError."""
-        y = np.asarray(y, dtype=np.float32)
-        if y.ndim != 1:
-            raise InstrumentIdError(f"{name}: expected mono samples of shape (n,), got {y.shape}")
-        if y.size == 0:
-            raise InstrumentIdError(f"{name}: empty clip, no samples")
-        if not np.isfinite(y).all():
-            raise InstrumentIdError(f"{name}: audio contains NaN or infinite samples")
-        padded = len(y) < self.params.window_samples
-        if padded:
-            print(
-                f"warning: {name} is {len(y) / self.params.sample_rate_hz:.3f} s long, shorter than the "
-                f"{self.params.window_seconds:g} s window; zero-padded to score it",
-                file=sys.stderr,
-            )
-        start = time.perf_counter()
-        rows = self.windows_to_rows(frame_windows(y, self.params))  # (n_windows, input_width)
-        features_done = time.perf_counter()
-        probabilities, decisions = self.predict_rows(rows)  # (n_windows, 11) each
-        end = time.perf_counter()
-        return EdgePrediction(
-            probabilities=probabilities.max(axis=0), decisions=decisions.any(axis=0), n_windows=len(rows),
-            padded=padded, features_ms=1e3 * (features_done - start), model_ms=1e3 * (end - features_done),
-        )
+    def _score_inputs(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(n, k) pipeline values or (n, window_samples) audio -> ((n, 11) probabilities, (n, 11) bool decisions)."""
+        return self.predict_rows(rows)

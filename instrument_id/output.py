@@ -1,0 +1,37 @@
+"""With --json, standard output holds only JSON: whatever else a command prints meanwhile goes to stderr."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import sys
+from typing import Any, Iterator, TextIO
+
+_json_stream: TextIO | None = None  # the real stdout while json_only() is active
+
+
+@contextlib.contextmanager
+def json_only(enabled: bool) -> Iterator[None]:
+    """While enabled, print() goes to stderr and only print_json() reaches stdout."""
+    global _json_stream
+    if not enabled or _json_stream is not None:  # off, or already on (stdout is stderr by now: keep the real one)
+        yield
+        return
+    _json_stream = sys.stdout
+    try:
+        with contextlib.redirect_stdout(sys.stderr):
+            yield
+    finally:
+        _json_stream = None
+
+
+def data_stream() -> TextIO:
+    """Where a command's results go: standard output (the real one, inside json_only)."""
+    return _json_stream or sys.stdout
+
+
+def print_json(value: Any) -> None:
+    """One JSON document on its own line on standard output (the real one, inside json_only)."""
+    stream = data_stream()
+    stream.write(json.dumps(value) + "\n")
+    stream.flush()
