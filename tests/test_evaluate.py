@@ -95,7 +95,7 @@ def test_features_report_matches_sklearn_on_the_same_predictions(trained, tmp_pa
                               "--out", str(out)], capsys)
     assert list(figures["models"]) == ["mlp", "rf", "dummy"]  # train's order, whatever the folder listing
     assert json.loads((out / "report.json").read_text()) == figures
-    for name in ("pr_curves_test.png", "pca_explained_variance.png"):
+    for name in ("pr_curves_test.png", "pca_explained_variance.png", "reliability.png"):
         assert (out / name).read_bytes().startswith(PNG_MAGIC)
     features = load_featureset(trained["features"])
     for label, entry in figures["models"].items():
@@ -125,7 +125,7 @@ def test_single_model_folder_reports_beside_it_and_stays_verifiable(trained, tmp
                  "--timing-runs", "1"]) == 0
     assert "rf: macro-F1 train" in capsys.readouterr().out
     assert sorted(p.name for p in (models / "report").iterdir()) == [
-        "pca_explained_variance.png", "pr_curves_test.png", "report.json", "report.md"]
+        "pca_explained_variance.png", "pr_curves_test.png", "reliability.png", "report.json", "report.md"]
     load_model(models / "rf")  # no report file landed inside the model folder
     figures = _evaluate_json(["--model", str(models), "--features", str(trained["features"])], capsys)
     assert list(figures["models"]) == ["rf", "dummy"]  # the report/ folder is not taken for a model

@@ -9,11 +9,12 @@ from sklearn.metrics import accuracy_score, average_precision_score, f1_score, h
 
 from instrument_id.errors import InstrumentIdError
 from instrument_id.instruments import INSTRUMENTS, NUM_INSTRUMENTS
+from train.calibration import expected_calibration_error
 
 
 def multilabel_metrics(Y_true: np.ndarray, Y_pred: np.ndarray, Y_prob: np.ndarray) -> dict[str, Any]:
-    """Per-instrument precision/recall/F1/AP/support; macro F1 and mAP over instruments present; micro F1;
-    subset and Hamming accuracy. Y_true, Y_pred (n, 11) 0/1, Y_prob (n, 11) probabilities."""
+    """Per-instrument precision/recall/F1/AP/support/ECE; macro F1 and mAP over instruments present; micro F1;
+    subset and Hamming accuracy; expected calibration error of all forecasts. Y_true, Y_pred (n, 11) 0/1, Y_prob (n, 11) probabilities."""
     Y_true = np.asarray(Y_true).astype(np.int64)
     Y_pred = np.asarray(Y_pred).astype(np.int64)
     Y_prob = np.asarray(Y_prob, dtype=np.float64)
@@ -33,6 +34,7 @@ def multilabel_metrics(Y_true: np.ndarray, Y_pred: np.ndarray, Y_prob: np.ndarra
             "f1": float(f1[j]),
             "average_precision": average_precision.get(j),
             "support": int(support[j]),
+            "ece": expected_calibration_error(Y_true[:, j], Y_prob[:, j]),
         }
         for j, inst in enumerate(INSTRUMENTS)
     }
@@ -45,6 +47,7 @@ def multilabel_metrics(Y_true: np.ndarray, Y_pred: np.ndarray, Y_prob: np.ndarra
         "mAP": float(np.mean(list(average_precision.values()))) if has_present else None,
         "subset_accuracy": float(accuracy_score(Y_true, Y_pred)),
         "hamming_accuracy": float(1.0 - hamming_loss(Y_true, Y_pred)),
+        "ece": expected_calibration_error(Y_true, Y_prob),  # every (row, instrument) forecast pooled
         "instruments_present": [INSTRUMENTS[j].column for j in present],
         "per_instrument": per_instrument,
     }

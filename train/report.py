@@ -1,4 +1,4 @@
-"""The evaluation report: report.md, report.json, PR curves, the PCA explained-variance plot, per-clip predictions.
+"""The evaluation report: report.md, report.json, PR curves, reliability diagram, PCA plot, per-clip predictions.
 
 Every file is written atomically; the figures come from train.evaluate, nothing here computes a metric that
 the JSON does not hold (the curves are drawn from the same probabilities).
@@ -18,8 +18,10 @@ from sklearn.metrics import average_precision_score, precision_recall_curve
 
 from instrument_id.atomic import atomic_path, write_text_atomic
 from instrument_id.instruments import INSTRUMENTS, column_names
+from train.calibration import reliability_figure
 
 PCA_PLOT = "pca_explained_variance.png"
+RELIABILITY_PLOT = "reliability.png"
 
 
 def _fmt(value: float | None, digits: int = 3) -> str:
@@ -88,12 +90,12 @@ def _save_png(fig: Figure, path: Path) -> None:
 def _summary_features(models: dict[str, Any]) -> list[str]:
     rows = [
         [label, *(_fmt(e["splits"][s]["macro_f1"]) for s in ("train", "valid", "test")),
-         _fmt(e["splits"]["test"]["micro_f1"]), _fmt(e["splits"]["test"]["mAP"]),
+         _fmt(e["splits"]["test"]["micro_f1"]), _fmt(e["splits"]["test"]["mAP"]), _fmt(e["splits"]["test"].get("ece")),
          _fmt(e["predict_test_split_ms"], 2), _fmt(e["latency_ms_per_clip"], 2)]
         for label, e in models.items()
     ]
     lines = _table(["model", "macro-F1 train", "macro-F1 valid", "macro-F1 test", "micro-F1 test", "mAP test",
-                    "predict test split (ms)", "one clip: features + model (ms)"], rows)
+                    "ECE test", "predict test split (ms)", "one clip: features + model (ms)"], rows)
     accuracy = [
         [label, *(_fmt(e["splits"][s][key]) for key in ("subset_accuracy", "hamming_accuracy")
                   for s in ("train", "valid", "test"))]
@@ -113,11 +115,13 @@ def _summary_clips(models: dict[str, Any]) -> list[str]:
     rows = []
     for label, e in models.items():
         m = e["splits"]["clips"]
-        rows.append([label, _fmt(m["macro_f1"]), _fmt(m["micro_f1"]), _fmt(m["mAP"]), _fmt(m["subset_accuracy"]),
-                     _fmt(m["hamming_accuracy"]), _fmt(m["top1_accuracy_single_instrument_rows"]),
+        rows.append([label, _fmt(m["macro_f1"]), _fmt(m["micro_f1"]), _fmt(m["mAP"]), _fmt(m.get("ece")),
+                     _fmt(m["subset_accuracy"]), _fmt(m["hamming_accuracy"]),
+                     _fmt(m["top1_accuracy_single_instrument_rows"]),
                      _fmt(m["no_instrument_rows"]["predicted_nothing_fraction"]), _fmt(e["latency_ms_per_clip"], 2)])
-    return _table(["model", "macro-F1", "micro-F1", "mAP", "subset acc.", "Hamming acc.", "top-1 (one-instrument clips)",
-                   "no-instrument clips: predicted nothing", "one clip: features + model (ms)"], rows)
+    return _table(["model", "macro-F1", "micro-F1", "mAP", "ECE", "subset acc.", "Hamming acc.",
+                   "top-1 (one-instrument clips)", "no-instrument clips: predicted nothing",
+                   "one clip: features + model (ms)"], rows)
 
 
 def _per_instrument(models: dict[str, Any], split: str) -> list[str]:
@@ -161,6 +165,9 @@ def markdown(figures: dict[str, Any], pr_plot: str) -> str:
                   "decisions use each model's stored thresholds.", "", "## Summary", "", *_summary_clips(models),
                   *_per_instrument(models, "clips")]
     lines += ["", "## Precision-recall curves", "", f"![precision-recall]({pr_plot})", "",
+              "## Calibration", "", "ECE: expected calibration error of every (row, instrument) probability, 10 "
+              "equal-width bins (0 = a forecast of p is right p of the time).", "",
+              f"![reliability]({RELIABILITY_PLOT})", "",
               f"Timings are medians of {figures['timing_runs']} runs after a warm-up, on this machine."]
     return "\n".join(lines) + "\n"
 
@@ -184,7 +191,7 @@ def write_report(out_dir: str | Path, evaluation: Any) -> list[Path]:
     out_dir.mkdir(parents=True, exist_ok=True)
     figures = evaluation.figures
     pr_plot = f"pr_curves_{evaluation.curve_split}.png"
-    files = [pr_plot, "report.md", "report.json"]
+    files = [pr_plot, RELIABILITY_PLOT, "report.md", "report.json"]
     if "pca" in figures:
         files.insert(1, PCA_PLOT)
     if evaluation.row_names is not None:
@@ -193,6 +200,8 @@ def write_report(out_dir: str | Path, evaluation: Any) -> list[Path]:
     title = "test split" if evaluation.curve_split == "test" else f"{len(evaluation.Y)} clips"
     _save_png(pr_curves_figure(evaluation.Y, evaluation.probabilities, f"Precision-recall per instrument, {title}"),
               out_dir / pr_plot)
+    _save_png(reliability_figure(evaluation.Y, evaluation.probabilities, f"Reliability, {title}"),
+              out_dir / RELIABILITY_PLOT)
     if "pca" in figures:
         _save_png(pca_figure(figures["pca"]), out_dir / PCA_PLOT)
     if evaluation.row_names is not None:
