@@ -3,7 +3,7 @@
 A client's arm is the sha256 of its X-Client-Id mapped into [0, 1) and compared with the arms' cumulative
 normalized weights, so the same client always lands on the same arm (while the config stays the same), on every
 replica alike without asking the database, and the split over many clients follows the weights. Requests
-without a client id are assigned at random. The report's sums come from the log's database (serving/store_sql.py).
+without a client id are assigned at random. The report's sums come from the log's database (serving/report_sql.py).
 """
 
 from __future__ import annotations
@@ -16,7 +16,8 @@ from typing import Any, Iterable
 
 from instrument_id.errors import InstrumentIdError
 from serving.config import ArmConfig
-from serving.store_sql import N_INSTRUMENTS, PERCENTILES, AgreementSums, FeedbackSums, ReportAggregates
+from serving.report_sql import PERCENTILES, AgreementSums, FeedbackSums, ReportAggregates
+from serving.store_sql import N_INSTRUMENTS
 
 
 def client_bucket(client_id: str) -> float:

@@ -30,7 +30,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from serving.errors import LOGGER, ApiError
 from serving.store import LogUnavailableError, PredictionRecord
-from serving.store_sql import ReportAggregates
+from serving.report_sql import ReportAggregates
 
 MAX_QUEUED_RECORDS = 10_000  # ~2 kB each: a bounded 20 MB per worker however long the outage
 FLUSH_INTERVAL_SECONDS = 0.25
@@ -173,10 +173,10 @@ class BufferedLog:
             raise ApiError(503, "that prediction is not logged yet (the log was unavailable); retry in a few seconds")
         return known
 
-    def report_aggregates(self) -> ReportAggregates:
-        """The store's report aggregates; 503 while the database cannot answer."""
+    def report_aggregates(self, arm_names: list[str]) -> ReportAggregates:
+        """The store's report aggregates of the named arms; 503 while the database cannot answer."""
         try:
-            return self.store.report_aggregates()
+            return self.store.report_aggregates(arm_names)
         except LogUnavailableError as exc:
             raise ApiError(503, f"the prediction log cannot be read now ({exc.reason}); retry in a few seconds") from None
 

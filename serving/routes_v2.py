@@ -221,4 +221,5 @@ def report():
     """Per arm: count, latency percentiles, agreement with the other arms, precision/recall/F1 on feedback (summed
     by the log's database, over every replica that writes to it)."""
     current = state()
-    return jsonify(ab_report(current.router, current.store.report_aggregates()))
+    arm_names = [arm.name for arm in current.router.arms]
+    return jsonify(ab_report(current.router, current.store.report_aggregates(arm_names)))

@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, TypeVar
 
 from instrument_id.errors import InstrumentIdError
-from serving.store_sql import (ADDED_COLUMNS, PREDICTION_KNOWN_SQL, UPSERT_FEEDBACK_SQL, ReportAggregates,
-                               insert_predictions_sql, instrument_mask, report_aggregates, schema_statements)
+from serving.report_sql import ReportAggregates, report_aggregates
+from serving.store_sql import ADDED_COLUMNS, UPSERT_FEEDBACK_SQL, insert_predictions_sql, instrument_mask, schema_statements
 
 BUSY_TIMEOUT_MS = 1000  # another process's commit takes well under a millisecond; a lock held longer is a fault
 T = TypeVar("T")
@@ -98,7 +98,7 @@ class PredictionStore:
         return str(self.path)
 
     def init_schema(self) -> None:
-        """Create the folder, the tables and WAL mode, and add the mask columns to a log written before them;
+        """Create the folder, the tables and WAL mode, and add the report's columns to a log written before them;
         the connection is closed so no fork inherits it."""
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -115,15 +115,15 @@ class PredictionStore:
 
     @staticmethod
     def _add_mask_columns(connection: sqlite3.Connection) -> None:
-        """Older logs: add instruments_mask / true_mask and fill them from the JSON columns, in one transaction."""
+        """Older logs: add the masks (and feedback's copied arm) and fill them from the rows, in one transaction."""
         connection.create_function("instrument_mask", 1, lambda text: instrument_mask(json.loads(text)), deterministic=True)
         connection.execute("BEGIN IMMEDIATE")
         try:
-            for table, column, source in ADDED_COLUMNS:
+            for table, column, value_sql in ADDED_COLUMNS:
                 present = {row[1] for row in connection.execute(f"PRAGMA table_info({table})")}
                 if present and column not in present:
-                    connection.execute(f"ALTER TABLE {table} ADD COLUMN {column} INTEGER")
-                    connection.execute(f"UPDATE {table} SET {column} = instrument_mask({source})")
+                    connection.execute(f"ALTER TABLE {table} ADD COLUMN {column}")
+                    connection.execute(f"UPDATE {table} SET {column} = {value_sql}")
             connection.execute("COMMIT")
         except BaseException:
             connection.execute("ROLLBACK")
@@ -175,21 +175,15 @@ class PredictionStore:
     def add_feedback(self, prediction_id: str, true_labels: list[str]) -> bool:
         """Record (or replace) the true instruments of a logged prediction; False when the id is unknown."""
 
-        def work(connection: sqlite3.Connection) -> bool:
-            if connection.execute(PREDICTION_KNOWN_SQL, (prediction_id,)).fetchone() is None:
-                return False
-            connection.execute(UPSERT_FEEDBACK_SQL,
-                               (prediction_id, json.dumps(true_labels), time.time(), instrument_mask(true_labels)))
-            return True
-
-        return self._write(work)
+        args = (prediction_id, json.dumps(true_labels), time.time(), instrument_mask(true_labels), prediction_id)
+        return self._write(lambda connection: connection.execute(UPSERT_FEEDBACK_SQL, args).rowcount > 0)
 
     def _fetch(self, sql: str, args: tuple = ()) -> list[tuple]:
         return self._connection().execute(sql, args).fetchall()
 
-    def report_aggregates(self) -> ReportAggregates:
-        """The A/B report's counts, percentiles and sums, computed by SQLite."""
-        return report_aggregates(self._fetch)
+    def report_aggregates(self, arm_names: list[str]) -> ReportAggregates:
+        """The A/B report's counts, percentiles and sums of the named arms, computed by SQLite."""
+        return report_aggregates(self._fetch, arm_names)
 
     def _query(self, sql: str, args: tuple = ()) -> list[sqlite3.Row]:
         connection = self._connection()

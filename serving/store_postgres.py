@@ -18,8 +18,8 @@ from urllib.parse import urlsplit, urlunsplit
 
 from instrument_id.errors import InstrumentIdError
 from serving.store import INSERT_COLUMNS, LogUnavailableError, PredictionRecord
-from serving.store_sql import (PREDICTION_KNOWN_SQL, UPSERT_FEEDBACK_SQL, ReportAggregates, insert_predictions_sql,
-                               instrument_mask, report_aggregates, schema_statements)
+from serving.report_sql import ReportAggregates, report_aggregates
+from serving.store_sql import UPSERT_FEEDBACK_SQL, insert_predictions_sql, instrument_mask, schema_statements
 
 CONNECT_TIMEOUT_SECONDS = 2
 LOCK_TIMEOUT_MS = 1000
@@ -120,21 +120,16 @@ class PostgresStore:
     def add_feedback(self, prediction_id: str, true_labels: list[str]) -> bool:
         """Record (or replace) the true instruments of a logged prediction; False when the id is unknown."""
 
-        def work(connection) -> bool:
-            if connection.execute(_dialect(PREDICTION_KNOWN_SQL), (prediction_id,)).fetchone() is None:
-                return False
-            connection.execute(_dialect(UPSERT_FEEDBACK_SQL),
-                               (prediction_id, json.dumps(true_labels), time.time(), instrument_mask(true_labels)))
-            return True
-
-        return self._write(work)
+        args = (prediction_id, json.dumps(true_labels), time.time(), instrument_mask(true_labels), prediction_id)
+        return self._write(lambda connection: connection.execute(_dialect(UPSERT_FEEDBACK_SQL), args).rowcount > 0)
 
     def _fetch(self, sql: str, args: tuple = ()) -> list[tuple]:
         return self._call(lambda connection: connection.execute(_dialect(sql), args).fetchall())
 
-    def report_aggregates(self) -> ReportAggregates:
-        """The A/B report's counts, percentiles and sums, computed by PostgreSQL over every replica's rows."""
-        return report_aggregates(self._fetch)
+    def report_aggregates(self, arm_names: list[str]) -> ReportAggregates:
+        """The A/B report's counts, percentiles and sums of the named arms, computed by PostgreSQL over every
+        replica's rows."""
+        return report_aggregates(self._fetch, arm_names, sort_in_sql=True)
 
     def prediction_ids(self) -> set[str]:
         """Ids of every logged prediction."""

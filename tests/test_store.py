@@ -27,6 +27,7 @@ from serving.store import PredictionRecord, PredictionStore  # noqa: E402
 
 COLUMNS = column_names()
 ROUTER = ABRouter([ArmConfig("A", "mlp", 1.0), ArmConfig("B", "rf", 1.0)])
+ARMS = ["A", "B"]
 
 
 def record(rng: random.Random, arm: str | None, group: str | None = None, record_id: str | None = None) -> PredictionRecord:
@@ -84,7 +85,7 @@ def test_the_report_the_database_sums_matches_the_rows(log_db):
     truth = {r.id: random_labels(rng) for r in rng.sample(records, 80)}
     for prediction_id, labels in truth.items():
         assert log.add_feedback(prediction_id, labels)
-    report = ab_report(ROUTER, log.report_aggregates())["arms"]
+    report = ab_report(ROUTER, log.report_aggregates(ARMS))["arms"]
 
     for arm in "AB":
         routed = [r for r in records if r.arm == arm and not r.compare_group]
@@ -113,7 +114,7 @@ def test_the_report_the_database_sums_matches_the_rows(log_db):
 def test_an_empty_log_reports_zeros_and_a_retried_write_keeps_one_row(log_db):
     rng = random.Random(1)
     log, _ = open_log(log_db)
-    empty = ab_report(ROUTER, log.report_aggregates())["arms"]["A"]
+    empty = ab_report(ROUTER, log.report_aggregates(ARMS))["arms"]["A"]
     assert empty["count"] == 0 and empty["latency_ms"] == {"p50": None, "p95": None, "p99": None}
     assert empty["feedback"]["n"] == 0 and empty["agreement"]["B"]["clips"] == 0
     first = record(rng, "A")
@@ -121,7 +122,7 @@ def test_an_empty_log_reports_zeros_and_a_retried_write_keeps_one_row(log_db):
     log.log_predictions([first, record(rng, "B")])  # a commit retried after it had landed
     assert len(log.prediction_ids()) == 2
     assert log.add_feedback(first.id, ["piano"]) and log.add_feedback(first.id, ["violin(41)", "cello(43)"])
-    assert ab_report(ROUTER, log.report_aggregates())["arms"]["A"]["feedback"]["n"] == 1  # replaced, not added
+    assert ab_report(ROUTER, log.report_aggregates(ARMS))["arms"]["A"]["feedback"]["n"] == 1  # replaced, not added
     assert not log.add_feedback("no-such-id", ["piano"])
     log.close()
 
@@ -142,7 +143,7 @@ def test_a_sqlite_log_written_before_the_masks_gains_them(tmp_path):
         """)
     connection.close()
     log, _ = open_log(path)
-    scores = ab_report(ROUTER, log.report_aggregates())["arms"]["A"]
+    scores = ab_report(ROUTER, log.report_aggregates(ARMS))["arms"]["A"]
     assert scores["count"] == 1 and scores["latency_ms"]["p50"] == 12.5
     assert (scores["feedback"]["true_positives"], scores["feedback"]["false_positives"],
             scores["feedback"]["false_negatives"]) == (1, 1, 1)
@@ -255,7 +256,7 @@ def test_an_unreachable_postgres_server_is_counted_and_answered_not_raised():
     log = BufferedLog(PostgresStore(f"postgresql://someone:secret@127.0.0.1:{port}/log"), registry)
     log.log_predictions([record(random.Random(6), "A")])
     assert sample(registry, "instrument_id_predictions_unlogged_total", reason="unreachable") == 1
-    for call in (lambda: log.add_feedback("x", []), log.report_aggregates):
+    for call in (lambda: log.add_feedback("x", []), lambda: log.report_aggregates(ARMS)):
         with pytest.raises(ApiError) as refused:
             call()
         assert refused.value.status == 503
