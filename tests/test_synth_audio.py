@@ -43,7 +43,8 @@ def rms(y: np.ndarray) -> float:
 def test_each_part_renders_alone_and_the_parts_add_up_to_the_ensemble() -> None:
     midi, n = duet(), int(3.0 * RATE_HZ)
     parts = synthesize_parts(midi, [default_soundfont()] * 2, n, DRY)  # (2, n)
-    violin_alone, cello_alone = slice(int(0.1 * RATE_HZ), int(1.0 * RATE_HZ)), slice(int(1.6 * RATE_HZ), int(2.5 * RATE_HZ))
+    violin_alone = slice(int(0.1 * RATE_HZ), int(1.0 * RATE_HZ))
+    cello_alone = slice(int(1.6 * RATE_HZ), int(2.5 * RATE_HZ))
     assert rms(parts[0, violin_alone]) > 100 * rms(parts[0, cello_alone])
     assert rms(parts[1, cello_alone]) > 100 * rms(parts[1, violin_alone])
     together = synthesize(midi, default_soundfont(), n, DRY)  # one pass, one channel per part

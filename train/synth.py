@@ -160,11 +160,12 @@ def synthesize_piece(plan: PiecePlan, root: str) -> dict[str, str]:
     y, chain = record(render_rng, y)
     write_wav(Path(root) / f"{plan.split}_data" / f"{plan.recording_id}.wav", y)
     fonts = FONT_SEPARATOR.join(sorted({Path(f).name for f in plan.soundfonts}))
+    source = f"instrument-id synth ({fonts}, {mix.room.describe()}, {mix.describe()}, chain {' / '.join(chain)})"
     marking = next(name for limit, name in TEMPO_MARKINGS if score.tempo_bpm < limit)
     key = f"{KEY_NAMES[score.tonic]} {'minor' if score.minor else 'major'}"
     return {"id": str(plan.recording_id), "composer": "Synthetic", "composition": f"{ensemble.form} in {key}",
             "movement": f"{marking} ({score.tempo_bpm:.0f} bpm, {score.beats_per_bar}/4)",
-            "ensemble": ensemble.name, "source": f"instrument-id synth ({fonts}, {mix.room.describe()}, {mix.describe()}, chain {' / '.join(chain)})",
+            "ensemble": ensemble.name, "source": source,
             "transcriber": "generated", "catalog_name": f"SYN{plan.recording_id}",
             "seconds": str(int(round(performance.num_samples / SAMPLE_RATE_HZ)))}
 
@@ -216,7 +217,8 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--minutes", type=float, required=True, help="minutes of music to render")
     parser.add_argument("--seed", type=int, default=0, help="random seed; the same seed gives the same corpus")
     parser.add_argument("--soundfont", nargs="+", action="extend", metavar="F",
-                        help="one or more .sf2/.sf3 files, chosen per recording or per part (default: pretty_midi's TimGM6mb)")
+                        help="one or more .sf2/.sf3 files, chosen per recording or per part "
+                             "(default: pretty_midi's TimGM6mb)")
     parser.add_argument("--mixed-fonts", type=float, default=MIXED_FONTS_SHARE, metavar="SHARE",
                         help="share of pieces of two or more parts whose parts each draw their own soundfont "
                              f"(default {MIXED_FONTS_SHARE}; 0: one soundfont per piece)")
