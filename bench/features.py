@@ -21,10 +21,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--clips", type=int, default=64, help="clips per batch (default 64)")
     parser.add_argument("--librosa-clips", type=int, default=20, help="clips timed with librosa (default 20)")
     parser.add_argument("--repeats", type=int, default=7, help="repeats; medians are reported (default 7)")
+    parser.add_argument("--feature-set", default="seed26", metavar="NAME",
+                        help="seed26 (default: numpy/numba vs librosa) or musicnn[:out+out] (numpy log-mel + LiteRT "
+                             "network vs librosa + Keras, ms per window on one core)")
 
 
 def run(args: argparse.Namespace) -> int:
     """Print ms per clip for ours (one clip a call; batched on one core and on all cores) and librosa (one core), and the ratios."""
+    if args.feature_set != "seed26":
+        from bench.embedding import measure_features, print_features
+
+        report(args, measure_features(args), print_features)
+        return 0
     params = AudioParams()
     clips = music_like_clips(args.clips, params)
     extractor = extractor_for(params)

@@ -31,8 +31,11 @@ RAW_VARIANT = "tflite_raw"
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of `bench tflite`."""
-    parser.add_argument("--model", required=True, type=Path, help="MLP model folder, converted with --quant all")
-    parser.add_argument("--features", required=True, type=Path, help="the feature file the model was trained on")
+    parser.add_argument("--model", required=True, type=Path,
+                        help="MLP model folder converted with --quant all, or a musicnn folder converted with --quant raw")
+    parser.add_argument("--features", type=Path, help="the feature file the model was trained on (seed26 models)")
+    parser.add_argument("--windows", type=int, default=200,
+                        help="musicnn models: windows for the decision agreement (default 200)")
     parser.add_argument("--data", type=Path, help="its corpus: raw-audio agreement on the re-cut test recordings")
     parser.add_argument("--repeats", type=int, default=30, help="repeats per latency; medians reported (default 30)")
     parser.add_argument("--batch", type=int, default=64, help="clips per throughput batch (default 64)")
@@ -185,6 +188,15 @@ def _fmt(value: float | None, spec: str) -> str:
 
 def run(args: argparse.Namespace) -> int:
     """Measure and print a table (or one JSON object)."""
+    from model_zoo.zoo import manifest_feature_set, verify_model_dir
+
+    if manifest_feature_set(verify_model_dir(args.model)).name != "seed26":
+        from bench.embedding import measure_tflite, print_tflite
+
+        report(args, measure_tflite(args), print_tflite)
+        return 0
+    if args.features is None:
+        raise InstrumentIdError("--features: a seed26 model's benchmark needs the feature file it was trained on")
     report(args, measure(args), print_report)
     return 0
 
