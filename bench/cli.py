@@ -14,6 +14,7 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
     "tflite": ("bench.tflite", "Keras vs every .tflite variant: size, latency, throughput, macro-F1, raw-audio agreement"),
     "load": ("bench.load", "seconds to verify and load each shipped model in a fresh process, against an unverified load"),
     "analyze": ("bench.analyze", "streaming analyze of a long synthesized recording vs per-window naive and librosa: speed, macro-F1"),
+    "report": ("bench.report_db", "/v2/ab/report on a log of 1M predictions, SQLite and PostgreSQL, vs reading every row"),
 }
 
 
