@@ -220,3 +220,23 @@ def test_recording_from_the_microphone_gives_a_prediction(page):
     assert 2.0 < compare["clip_seconds"] < 4.0
     check_bars(page, compare)
     sync_api.expect(page.locator("#record-button")).to_have_attribute("aria-pressed", "false")
+
+
+def test_the_timeline_model_can_be_chosen_on_the_page(page):
+    choices = page.locator("#timeline-model option")
+    sync_api.expect(choices).to_have_count(3)  # the A/B router's first arm, then every served model by name
+    assert choices.nth(2).get_attribute("value") == "rf" and "seed26" in choices.nth(2).inner_text()
+    page.select_option("#timeline-model", "rf")
+    wav = encode(music_clip(6.0, seed=13), 44100, "WAV", "PCM_16")
+    dropped = page.evaluate_handle(
+        """(encoded) => {
+            const bytes = Uint8Array.from(atob(encoded), (c) => c.charCodeAt(0));
+            const transfer = new DataTransfer();
+            transfer.items.add(new File([bytes], "chosen.wav", { type: "audio/wav" }));
+            return transfer;
+        }""", base64.b64encode(wav).decode())
+    with page.expect_response(lambda response: "/v2/analyze" in response.url) as answer:
+        page.locator("#drop-zone").dispatch_event("drop", {"dataTransfer": dropped})
+    timeline = answer.value.json()
+    assert answer.value.status == 200 and timeline["model"] == "rf" and timeline["arm"] is None
+    sync_api.expect(page.locator("#timeline-line")).to_contain_text("rf (arm none)")

@@ -62,6 +62,12 @@ async function loadModels() {
     state.windowSeconds = Math.max(...body.models.map((m) => m.params.window_seconds));
     $("models-line").textContent = "A/B arms: " +
       state.arms.map((arm) => `${arm.name} → ${arm.model} (${percent(arm.weight)})`).join(", ") + ".";
+    const options = state.models.map((m) => {
+      const option = el("option", null, `${m.name} (${m.feature_set.name}, ${m.runtime})`);
+      option.value = m.name;
+      return option;
+    });
+    $("timeline-model").append(...options);
   } catch (error) {
     $("models-line").textContent = "";
     showError("Loading the models", error);
@@ -184,9 +190,10 @@ async function analyzeClip(makeRequest, label) {
   }
   if (clipSeconds !== null && clipSeconds <= state.windowSeconds) return;
   const arm = state.arms[0];
+  const chosen = $("timeline-model").value; // a model by name, or "" for the first A/B arm
   setStatus(`Analyzing the timeline of ${label}…`);
   try {
-    const query = arm ? `arm=${encodeURIComponent(arm.name)}` : "";
+    const query = chosen ? `model=${encodeURIComponent(chosen)}` : arm ? `arm=${encodeURIComponent(arm.name)}` : "";
     showTimeline(await api(`v2/analyze?${query}&plot=1`, makeRequest()));
     setStatus(`Predicted ${label}; timeline ready.`);
   } catch (error) {
