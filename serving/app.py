@@ -9,6 +9,7 @@ from flask import Flask
 
 from serving.ab import ABRouter
 from serving.config import ServingConfig, parse_config
+from serving.decode import ServingRequest
 from serving.errors import LOGGER, register_error_handlers
 from serving.log_buffer import BufferedLog
 from serving.models import ServedModel, load_served_model
@@ -47,6 +48,7 @@ def create_app(config: dict[str, Any] | ServingConfig | None = None) -> Flask:
     store = open_prediction_log(serving_config.log_db, metrics.registry)
 
     app = Flask(__name__)
+    app.request_class = ServingRequest  # closes the buffers of cut multipart uploads
     app.config["MAX_CONTENT_LENGTH"] = serving_config.max_upload_bytes
     app.json.sort_keys = False  # instruments stay in class order
     app.url_map.merge_slashes = False  # '//v2//predict' is a 404, not a redirect

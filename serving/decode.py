@@ -15,7 +15,7 @@ import re
 import time
 import wave
 from dataclasses import dataclass, field
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 import soundfile as sf
@@ -32,6 +32,24 @@ FLOAT32_BYTES = 4
 RAW_AUDIO_TYPES = "audio/* (audio/wav, audio/flac, audio/ogg, audio/mpeg) or application/octet-stream"
 _READER_PREFIX = re.compile(r"^Error opening <[^>]*>:\s*")  # libsndfile names the in-memory buffer object
 ACCEPTED = f"multipart/form-data (file field 'audio'), {RAW_AUDIO_TYPES}, or application/json with base64 PCM"
+
+
+class ServingRequest(Request):
+    """Flask's request, closing every upload buffer it opened: werkzeug drops (unclosed) the buffer of a multipart
+    file part whose body ends before the part does, so a cut upload would otherwise leave its temporary file to GC."""
+
+    def _get_file_stream(self, total_content_length: int | None, content_type: str | None, filename: str | None = None,
+                         content_length: int | None = None) -> IO[bytes]:
+        """werkzeug's buffer for one file part, remembered for close()."""
+        stream = super()._get_file_stream(total_content_length, content_type, filename, content_length)
+        self.__dict__.setdefault("_upload_buffers", []).append(stream)
+        return stream
+
+    def close(self) -> None:
+        """Close the parsed files and any buffer werkzeug left behind (Flask calls this at the request's end)."""
+        super().close()
+        for stream in self.__dict__.pop("_upload_buffers", []):
+            stream.close()
 
 
 @dataclass
@@ -99,7 +117,7 @@ def _read_pcm16_wav(data: bytes, max_analyze_bytes: int) -> tuple[np.ndarray, in
             frames, channels, rate_hz = reader.getnframes(), reader.getnchannels(), reader.getframerate()
             _check_size(frames, channels, rate_hz, max_analyze_bytes)
             raw = reader.readframes(frames)
-    except (wave.Error, EOFError, ValueError):
+    except (wave.Error, EOFError, ValueError, RuntimeError):  # RuntimeError: a chunk size past the end of the file
         return None
     if len(raw) != frames * channels * 2:
         return None

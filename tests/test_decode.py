@@ -67,3 +67,15 @@ def test_the_fast_path_keeps_the_size_limits():
         decode_audio_bytes(wav, max_analyze_bytes=1000)
     with pytest.raises(ApiError, match="sample rate"):
         decode_audio_bytes(_wav(np.zeros(1000, np.float32), 500, "PCM_16"), LIMIT)
+
+
+def test_a_chunk_size_past_the_end_is_a_400_not_the_wave_modules_runtime_error():
+    """wave raises a bare RuntimeError when a chunk before 'data' claims more bytes than the file holds (it seeks
+    past the end of the buffer); that was a 500."""
+    wav = _wav(np.zeros(1000, np.float32), 8000, "PCM_16")
+    at = wav.index(b"data")
+    lying = wav[:at] + b"junk" + struct.pack("<I", 0x7FFFFFF0) + b"\0" * 8 + wav[at:]
+    assert _read_pcm16_wav(lying, LIMIT) is None  # left to soundfile, which names the problem
+    with pytest.raises(ApiError, match="not a readable audio file") as refused:
+        decode_audio_bytes(lying, LIMIT)
+    assert refused.value.status == 400
