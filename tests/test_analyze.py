@@ -136,6 +136,30 @@ def test_analyze_runs_a_converted_folder_on_the_edge_runtime(tmp_path_factory, t
     assert "(tflite, version" in capsys.readouterr().out
 
 
+def test_analyze_and_listen_run_the_shipped_musicnn_model_on_whole_windows(tmp_path, capsys):
+    pytest.importorskip("ai_edge_litert.interpreter")
+    from dataclasses import replace
+
+    from instrument_id.audio import frame_windows
+    from model_zoo.loader import open_model, shipped_model_dir
+
+    folder = shipped_model_dir("musicnn")
+    audio = tmp_path / "duet.wav"
+    sf.write(audio, band_audio(7.0, 44100, seed=22), 44100)
+    assert main(["analyze", str(audio), "--model", str(folder), "--out", str(tmp_path / "duet"), "--quiet",
+                 "--no-plot"]) == 0
+    report = json.loads((tmp_path / "duet.json").read_text())
+    assert report["model"]["takes_audio"] and report["model"]["feature_set"].startswith("musicnn")
+    model = open_model(folder)
+    hop = report["settings"]["hop_seconds"]  # on the STFT frame grid, as for the 26 features
+    windows = frame_windows(load_mono(audio, model.params), replace(model.params, hop_seconds=hop))
+    probabilities, decisions = model.predict_windows(windows)  # the same windows, scored in one batch
+    assert len(report["windows"]["start_seconds"]) == len(windows) > 5
+    np.testing.assert_allclose(np.array(report["windows"]["probabilities"]), probabilities, atol=1e-5)
+    assert np.array_equal(np.array(report["windows"]["decisions"], bool), decisions)
+    assert "[musicnn]" in capsys.readouterr().out
+
+
 def test_short_file_is_one_padded_window_with_a_warning(model_dir, tmp_path, capsys):
     audio = tmp_path / "blip.wav"
     sf.write(audio, band_audio(0.7, 22050, seed=2), 22050)

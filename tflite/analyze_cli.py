@@ -194,7 +194,7 @@ def run(args: argparse.Namespace) -> int:
     prefix = args.out if args.out is not None else args.file.with_suffix("")
     written = write_outputs(prefix, timeline, envelope, report, plot=not args.no_plot, warn=warn)
     print(f"{args.file}: {timeline.duration_seconds:.1f} s, {facts['sample_rate_hz']} Hz, {facts['channels']} channel(s); "
-          f"model {scorer.name} ({scorer.runtime}, version {scorer.version})")
+          f"model {scorer.name} [{scorer.feature_set.name}] ({scorer.runtime}, version {scorer.version})")
     for line in summary_lines(timeline):
         print(line)
     print(f"analyzed in {facts['analysis_seconds']:.2f} s ({facts['real_time_factor']:g}x real time; decoding "

@@ -136,7 +136,7 @@ def run(args: argparse.Namespace) -> int:
     garbage = GarbageReport(args.rate)
     fd = sys.stdin.buffer.fileno()
     print(f"listening: {args.format}, {args.rate} Hz, {args.channels} channel(s); model {scorer.name} "
-          f"({scorer.runtime}, version {scorer.version}); a line every {analyzer.hop_seconds:.3f} s once "
+          f"[{scorer.feature_set.name}] ({scorer.runtime}, version {scorer.version}); a line every {analyzer.hop_seconds:.3f} s once "
           f"{window_seconds:g} s have arrived", file=sys.stderr, flush=True)
 
     def emit(scored: Any, read_at: float) -> None:
