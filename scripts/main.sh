@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# The main job on the embedded default: set up, synthesize the corpus, extract features, train all seven seed26
-# models, evaluate them, convert the MLP to TFLite; then the musicnn embedding + MLP (features, train, raw-audio
-# TFLite). Everything goes into data/ and runs/; with --ship it also replaces the shipped model_zoo/models/{mlp,rf,
-# musicnn} (tracked files), otherwise git status stays clean. Prints the time of each stage. MINUTES=180 SEED=0.
+# The main job on the embedded default: set up, synthesize one corpus, extract the 26 features, train all seven
+# seed26 models, evaluate them, convert the MLP to TFLite; then the musicnn embedding + MLP (features, train,
+# raw-audio TFLite), and real-dev where ../shared/data/real-dev exists. Everything goes into data/ and runs/; with
+# --ship it also replaces the shipped model_zoo/models/{mlp,rf,musicnn} (tracked files), otherwise git status stays
+# clean. Prints the time of each stage. MINUTES=120 SEED=0 AUGMENT=9 MUSICNN_AUGMENT=2.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SHIP=0
@@ -12,31 +13,31 @@ for arg in "$@"; do
     *) echo "main.sh: unknown argument $arg (only --ship)" >&2; exit 2 ;;
   esac
 done
-MINUTES=${MINUTES:-180}
+MINUTES=${MINUTES:-120}
 SEED=${SEED:-0}
+AUGMENT=${AUGMENT:-9}  # augmented variants per train window for the 26 features (cheap)
+MUSICNN_AUGMENT=${MUSICNN_AUGMENT:-2}  # and for the embedding (each variant is a network pass)
 stage() { local name=$1; shift; local t0=$SECONDS; "$@"; echo "stage $name: $((SECONDS - t0)) s"; }
 total0=$SECONDS
 stage setup bash scripts/setup.sh
 CLI=.venv/bin/instrument-id
-# TimGM6mb (shipped with pretty_midi) always; FluidR3 too where Debian's fluid-soundfont-gm is installed.
-# MuseScore_General is kept out of training: it is the held-out soundfont of scripts/heldout_soundfont.sh.
-SOUNDFONTS=("$(.venv/bin/python -c 'import os, pretty_midi; print(os.path.join(os.path.dirname(pretty_midi.__file__), "TimGM6mb.sf2"))')")
-[ -f /usr/share/sounds/sf2/FluidR3_GM.sf2 ] && SOUNDFONTS+=(/usr/share/sounds/sf2/FluidR3_GM.sf2)
-stage synth $CLI synth --out data/synth --minutes "$MINUTES" --seed "$SEED" --soundfont "${SOUNDFONTS[@]}"
-stage features $CLI features --data data/synth --out data/features.npz --augment 9 --seed "$SEED"
+# One corpus for every model, from every GM soundfont set-up installs (TimGM6mb from pretty_midi, FluidR3,
+# MuseScore_General, csound's sf_GMbank): parts rendered on their own (half the ensembles with a soundfont per
+# part), mixed at random balances, in pyroomacoustics rooms, through a recording chain (EQ, noise, codecs).
+FONTS=("$(.venv/bin/python -c 'import os, pretty_midi; print(os.path.join(os.path.dirname(pretty_midi.__file__), "TimGM6mb.sf2"))')")
+for font in /usr/share/sounds/sf2/FluidR3_GM.sf2 /usr/share/sounds/sf3/MuseScore_General.sf3 /usr/share/sounds/sf2/sf_GMbank.sf2; do
+  [ -f "$font" ] && FONTS+=("$font")
+done
+stage synth $CLI synth --out data/synth --minutes "$MINUTES" --seed "$SEED" --soundfont "${FONTS[@]}"
+# the seed pipeline: 26 features, PCA 16, the seven models (MLP, RandomForest, ...), evaluation, TFLite files
+stage features $CLI features --data data/synth --out data/features.npz --augment "$AUGMENT" --seed "$SEED"
 stage train $CLI train --features data/features.npz --model all --out runs/models --seed "$SEED" --quiet
 stage evaluate $CLI evaluate --model runs/models --features data/features.npz --out runs/report
 stage convert $CLI convert --model runs/models/mlp --quant all --features data/features.npz
 # musicnn: max_pool + mean_pool of the converted MTT_musicnn (chosen by valid mAP in `instrument-id feature-study`),
 # standardized without PCA, the MLP head, then its raw-audio TFLite file (log-mel + network + head in one graph)
-# its corpus: 120 minutes from every GM soundfont set-up installs (TimGM6mb, FluidR3, MuseScore_General, csound's sf_GMbank)
-ALL_FONTS=("${SOUNDFONTS[0]}")
-for font in /usr/share/sounds/sf2/FluidR3_GM.sf2 /usr/share/sounds/sf3/MuseScore_General.sf3 /usr/share/sounds/sf2/sf_GMbank.sf2; do
-  [ -f "$font" ] && ALL_FONTS+=("$font")
-done
-stage musicnn-synth $CLI synth --out data/synth4 --minutes "${MUSICNN_MINUTES:-120}" --seed "$SEED" --soundfont "${ALL_FONTS[@]}"
-stage musicnn-features $CLI features --data data/synth4 --out data/features-musicnn.npz \
-  --feature-set musicnn:max_pool+mean_pool --augment 2 --seed "$SEED"
+stage musicnn-features $CLI features --data data/synth --out data/features-musicnn.npz \
+  --feature-set musicnn:max_pool+mean_pool --augment "$MUSICNN_AUGMENT" --seed "$SEED"
 rm -rf runs/musicnn-models
 stage musicnn-train $CLI train --features data/features-musicnn.npz --model mlp --out runs/musicnn-models --seed "$SEED" --quiet
 stage musicnn-convert $CLI convert --model runs/musicnn-models/mlp --quant raw
