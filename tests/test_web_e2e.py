@@ -162,15 +162,20 @@ def test_upload_shows_both_arms_and_feedback_reaches_the_ab_report(page, server,
         assert scores["false_negatives"] - earlier["false_negatives"] == len(truth - mine)
 
 
-def test_a_dropped_long_file_shows_its_timeline(page, tmp_path):
-    wav = encode(music_clip(6.0, seed=12), 44100, "WAV", "PCM_16")
-    dropped = page.evaluate_handle(
-        """(encoded) => {
+def dropped_file(page, name, wav):
+    """A DataTransfer holding the WAV bytes as a file, as a drag-and-drop hands it to the page."""
+    return page.evaluate_handle(
+        """([encoded, name]) => {
             const bytes = Uint8Array.from(atob(encoded), (c) => c.charCodeAt(0));
             const transfer = new DataTransfer();
-            transfer.items.add(new File([bytes], "six_seconds.wav", { type: "audio/wav" }));
+            transfer.items.add(new File([bytes], name, { type: "audio/wav" }));
             return transfer;
-        }""", base64.b64encode(wav).decode())
+        }""", [base64.b64encode(wav).decode(), name])
+
+
+def test_a_dropped_long_file_shows_its_timeline(page, tmp_path):
+    wav = encode(music_clip(6.0, seed=12), 44100, "WAV", "PCM_16")
+    dropped = dropped_file(page, "six_seconds.wav", wav)
     with page.expect_response(lambda response: "/v2/analyze" in response.url) as answer:
         page.locator("#drop-zone").dispatch_event("drop", {"dataTransfer": dropped})
     assert answer.value.status == 200
@@ -228,13 +233,7 @@ def test_the_timeline_model_can_be_chosen_on_the_page(page):
     assert choices.nth(2).get_attribute("value") == "rf" and "seed26" in choices.nth(2).inner_text()
     page.select_option("#timeline-model", "rf")
     wav = encode(music_clip(6.0, seed=13), 44100, "WAV", "PCM_16")
-    dropped = page.evaluate_handle(
-        """(encoded) => {
-            const bytes = Uint8Array.from(atob(encoded), (c) => c.charCodeAt(0));
-            const transfer = new DataTransfer();
-            transfer.items.add(new File([bytes], "chosen.wav", { type: "audio/wav" }));
-            return transfer;
-        }""", base64.b64encode(wav).decode())
+    dropped = dropped_file(page, "chosen.wav", wav)
     with page.expect_response(lambda response: "/v2/analyze" in response.url) as answer:
         page.locator("#drop-zone").dispatch_event("drop", {"dataTransfer": dropped})
     timeline = answer.value.json()
