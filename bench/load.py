@@ -19,8 +19,9 @@ from typing import Any
 
 from bench.cli import report
 from instrument_id.errors import InstrumentIdError
+from model_zoo.loader import SHIPPED_MODELS, shipped_model_dir
 
-DEFAULT_MODELS = (Path("model_zoo/models/mlp"), Path("model_zoo/models/rf"))
+DEFAULT_MODELS = tuple(shipped_model_dir(name) for name in SHIPPED_MODELS)
 TARGET_SECONDS = 1.0
 WARM_REPEATS = 3
 

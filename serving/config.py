@@ -34,15 +34,15 @@ from pathlib import Path
 from typing import Any
 
 from instrument_id.errors import InstrumentIdError
+from model_zoo.loader import FLOAT_TFLITE_FILE, RAW_AUDIO_TFLITE_FILE, shipped_model_dir
 
 DEFAULT_LOG_DB = Path("runs/serving/predictions.sqlite")
 DEFAULT_MAX_UPLOAD_BYTES = 10 * 1024 * 1024
 DEFAULT_MAX_ANALYZE_BYTES = 64 * 1024 * 1024  # ~3 min of 44.1 kHz stereo as float32
 DEFAULT_MAX_ANALYZE_UPLOAD_BYTES = 200 * 1024 * 1024  # ~20 min of 16-bit 44.1 kHz stereo WAV, hours of MP3
 DEFAULT_MAX_ANALYZE_SECONDS = 4 * 3600.0  # bounds the CPU a tiny file declaring days of silence could ask for
-DEFAULT_TFLITE_FILE = "model_float32.tflite"
+DEFAULT_TFLITE_FILE = FLOAT_TFLITE_FILE
 RUNTIMES = ("tflite", "zoo")
-SHIPPED_MODELS_DIR = Path(__file__).resolve().parent.parent / "model_zoo" / "models"
 TOP_KEYS = {"models", "ab", "log_db", "max_upload_bytes", "max_analyze_bytes", "max_analyze_upload_bytes", "max_analyze_seconds"}
 MODEL_KEYS = {"path", "runtime", "tflite_file"}
 ARM_KEYS = {"model", "weight"}
@@ -86,19 +86,20 @@ class ServingConfig:
 
 
 def default_config_data() -> dict[str, Any]:
-    """The shipped models: the seed MLP on its float32 TFLite file, the RandomForest through the zoo, and the musicnn
-    embedding + MLP on its raw-audio TFLite file (selectable by name); A/B 50:50 between the seed MLP and RF."""
+    """The shipped models: the musicnn embedding + MLP on its raw-audio TFLite file (the real-audio model), the seed
+    MLP on its float32 TFLite file and the RandomForest through the zoo. A/B: musicnn takes half the traffic, the
+    two seed models (the reference it is compared against) a quarter each; without musicnn, mlp and rf 50:50."""
     models = {
-        "mlp": {"path": str(SHIPPED_MODELS_DIR / "mlp"), "runtime": "tflite", "tflite_file": DEFAULT_TFLITE_FILE},
-        "rf": {"path": str(SHIPPED_MODELS_DIR / "rf"), "runtime": "zoo"},
+        "mlp": {"path": str(shipped_model_dir("mlp")), "runtime": "tflite", "tflite_file": FLOAT_TFLITE_FILE},
+        "rf": {"path": str(shipped_model_dir("rf")), "runtime": "zoo"},
     }
-    if (SHIPPED_MODELS_DIR / "musicnn").is_dir():
-        models["musicnn"] = {"path": str(SHIPPED_MODELS_DIR / "musicnn"), "runtime": "tflite",
-                             "tflite_file": "model_raw_audio.tflite"}
-    return {
-        "models": models,
-        "ab": {"arms": {"A": {"model": "mlp", "weight": 0.5}, "B": {"model": "rf", "weight": 0.5}}},
-    }
+    arms = {"A": {"model": "mlp", "weight": 0.5}, "B": {"model": "rf", "weight": 0.5}}
+    if shipped_model_dir("musicnn").is_dir():
+        models["musicnn"] = {"path": str(shipped_model_dir("musicnn")), "runtime": "tflite",
+                             "tflite_file": RAW_AUDIO_TFLITE_FILE}
+        arms = {"A": {"model": "musicnn", "weight": 0.5}, "B": {"model": "mlp", "weight": 0.25},
+                "C": {"model": "rf", "weight": 0.25}}
+    return {"models": models, "ab": {"arms": arms}}
 
 
 def _check_keys(where: str, data: Any, allowed: set[str], required: set[str] = frozenset()) -> dict[str, Any]:

@@ -1,5 +1,8 @@
 """`instrument-id serve`: the models over HTTP with gunicorn (models loaded once, before the workers fork).
 
+The default workers are buffered ones (serving/worker.py): each reads whole requests, with a deadline and a size
+cap, before computing any, so clients that upload slowly or never finish are answered 408 and hold no worker.
+
 Without gunicorn (e.g. on Windows) Flask's own threaded server runs instead. Under gunicorn the Prometheus
 values of every worker go to a fresh temporary folder (PROMETHEUS_MULTIPROC_DIR), which /metrics aggregates.
 SIGTERM stops gracefully: workers finish the requests they hold (up to --graceful-timeout seconds), and each
@@ -19,9 +22,10 @@ from pathlib import Path
 from typing import Any
 
 from instrument_id.errors import InstrumentIdError
+from serving.request_buffer import ReadLimits
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
-WORKER_CLASSES = ("sync", "gthread")
+WORKER_CLASSES = ("buffered", "sync", "gthread")
 
 
 def add_parser(parser: argparse.ArgumentParser) -> None:
@@ -30,14 +34,21 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--port", type=int, default=52000, help="port (default 52000, the reference API's)")
     parser.add_argument("--workers", type=int, default=2 * (os.cpu_count() or 1),
                         help="worker processes (default two per CPU: one computes while another reads or writes)")
-    parser.add_argument("--config", type=Path, help="JSON or TOML config (default: model_zoo/models/mlp and rf, A/B 50:50)")
-    parser.add_argument("--worker-class", choices=WORKER_CLASSES, default="sync",
-                        help="gunicorn worker type (default sync: one request per process at a time, each taken from "
-                             "the shared socket by the first free worker; a request's work is CPU-bound Python, so "
-                             "threads in one process wait on each other for the GIL, and kept-alive connections stay "
-                             "on one worker however busy it is — both widened the latency tail in `bench serve`. "
-                             "Sync workers do not guard against slow uploads: put a buffering proxy (nginx) in front "
-                             "of a public server, or use gthread)")
+    parser.add_argument("--config", type=Path, help="JSON or TOML config (default: the shipped musicnn, mlp and rf; A/B 50:25:25)")
+    parser.add_argument("--worker-class", choices=WORKER_CLASSES, default="buffered",
+                        help="gunicorn worker type (default buffered: one request per process at a time, as sync, but "
+                             "each worker reads every connection it accepts in a selector and computes only requests "
+                             "that have fully arrived, so clients that send slowly or never finish hold no worker; "
+                             "sync: gunicorn's own, which a few slow uploads stall (put a buffering proxy in front); "
+                             "gthread: threads per process, which wait on each other for the GIL and widened the "
+                             "latency tail in `bench serve`)")
+    parser.add_argument("--read-timeout", type=float, default=ReadLimits.read_timeout_seconds,
+                        help="buffered workers: seconds a client may take to send its request headers, and its body "
+                             "beyond the time --min-upload-rate allows for the bytes sent; a request still incomplete "
+                             f"then is answered 408 (default {ReadLimits.read_timeout_seconds:g})")
+    parser.add_argument("--min-upload-rate", type=float, default=ReadLimits.min_upload_bytes_per_second,
+                        help="buffered workers: bytes per second of body that earn an uploading client another second "
+                             f"(default {ReadLimits.min_upload_bytes_per_second:,.0f})")
     parser.add_argument("--threads", type=int, default=4, help="threads per worker with --worker-class gthread (default 4)")
     parser.add_argument("--keepalive", type=int, default=2,
                         help="seconds a gthread worker keeps an idle connection open (default 2, gunicorn's); 0 closes "
@@ -66,6 +77,19 @@ def _child_exit(server: Any, worker: Any) -> None:
     multiprocess.mark_process_dead(worker.pid)
 
 
+def _worker_class(app: Any, args: argparse.Namespace) -> Any:
+    """gunicorn's worker_class: a name, or the buffered worker class with the app's body limits and ours on time."""
+    if args.worker_class != "buffered":
+        return args.worker_class
+    from serving.worker import buffered_worker_class
+
+    config = app.extensions["instrument_id"].config
+    return buffered_worker_class(ReadLimits(
+        read_timeout_seconds=args.read_timeout, min_upload_bytes_per_second=args.min_upload_rate,
+        max_body_bytes=config.max_upload_bytes, large_body_routes=(("/v2/analyze", config.max_analyze_upload_bytes),),
+    ))
+
+
 def _serve_gunicorn(app: Any, args: argparse.Namespace) -> int:
     from gunicorn.app.base import BaseApplication
 
@@ -87,7 +111,7 @@ def _serve_gunicorn(app: Any, args: argparse.Namespace) -> int:
             return app
 
     options = {
-        "bind": f"{args.host}:{args.port}", "workers": args.workers, "worker_class": args.worker_class,
+        "bind": f"{args.host}:{args.port}", "workers": args.workers, "worker_class": _worker_class(app, args),
         # gunicorn turns sync workers with threads > 1 into gthread ones, so sync gets exactly one thread
         "threads": args.threads if args.worker_class == "gthread" else 1, "preload_app": True, "graceful_timeout": args.graceful_timeout, "timeout": 120,
         "keepalive": args.keepalive,
@@ -111,6 +135,8 @@ def run(args: argparse.Namespace) -> int:
         raise InstrumentIdError(f"--workers must be at least 1, got {args.workers}")
     if args.threads < 1:
         raise InstrumentIdError(f"--threads must be at least 1, got {args.threads}")
+    if not (args.read_timeout > 0 and args.min_upload_rate > 0):
+        raise InstrumentIdError(f"--read-timeout and --min-upload-rate must be positive, got {args.read_timeout} and {args.min_upload_rate}")
     if not args.keepalive >= 0:
         raise InstrumentIdError(f"--keepalive must be 0 or more seconds, got {args.keepalive}")
     if not 0 <= args.port <= 65535:

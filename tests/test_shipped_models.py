@@ -60,3 +60,20 @@ def test_predict_defaults_to_the_shipped_raw_audio_model(tmp_path, capsys):
     result = json.loads(capsys.readouterr().out)
     assert result["model"] == str(DEFAULT_RAW_AUDIO_MODEL) and result["model_kind"] == "raw_audio"
     assert len(result["probabilities"]) == 11 and result["n_windows"] == 2
+
+
+def test_the_default_service_serves_the_three_shipped_models_with_musicnn_as_an_arm():
+    pytest.importorskip("flask")
+    pytest.importorskip("ai_edge_litert.interpreter")
+    from serving.config import default_config_data, parse_config
+
+    config = parse_config(default_config_data(), Path.cwd())
+    assert config.model_names() == ["mlp", "rf", "musicnn"]
+    arms = {arm.name: (arm.model, arm.weight) for arm in config.arms}
+    assert arms == {"A": ("musicnn", 0.5), "B": ("mlp", 0.25), "C": ("rf", 0.25)}
+    from model_zoo import open_model
+
+    musicnn = next(m for m in config.models if m.name == "musicnn")
+    model = open_model(musicnn.path, musicnn.runtime, tflite_file=musicnn.tflite_file)
+    silence = model.predict_clip(np.zeros(3 * model.params.sample_rate_hz, np.float32))
+    assert model.takes_audio and silence.instruments == []  # nothing plays: nothing is named

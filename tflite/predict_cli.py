@@ -9,9 +9,10 @@ from pathlib import Path
 
 from instrument_id.errors import InstrumentIdError
 from instrument_id.output import print_json
+from model_zoo.loader import default_raw_audio_model
 
 # the shipped MLP's one-file edge artefact, installed with the package (model_zoo/models is package data)
-DEFAULT_RAW_AUDIO_MODEL = Path(__file__).resolve().parents[1] / "model_zoo" / "models" / "mlp" / "model_raw_audio.tflite"
+DEFAULT_RAW_AUDIO_MODEL = default_raw_audio_model()
 
 EPILOG = (
     "Clips may be any file soundfile reads, at any sample rate and channel count; they are mixed to mono and "
