@@ -28,6 +28,7 @@ from flask import Blueprint, g, jsonify, request
 from instrument_id.errors import InstrumentIdError
 from instrument_id.params import ANALYSIS_HOP_SECONDS
 from instrument_id.timeline import Timeline, WaveformEnvelope, analyze_signal, open_audio_blocks
+from model_zoo.model import clip_scores
 from serving.config import ServingConfig
 from serving.decode import ACCEPTED, MAX_CHANNELS, MAX_RATE_HZ, MIN_RATE_HZ, decode_pcm_json, read_json_body
 from serving.errors import ApiError
@@ -170,7 +171,7 @@ def analyze():
     body: dict[str, Any] = {
         "model": model.name, "model_version": model.version, "runtime": model.runtime, "arm": arm,
         "sample_rate_hz": recording.rate_hz, "channels": recording.channels, "hop_seconds_requested": hop_seconds,
-        "instruments": present(timeline.decisions.any(axis=0)),
+        "instruments": present(clip_scores(timeline.probabilities, timeline.decisions)[1]),
         **timeline.to_dict(),
         "warnings": warnings,
     }
