@@ -1,0 +1,155 @@
+"""`instrument-id serve` (buffered workers, the default) under slow clients: 64 connections that trickle a body a
+byte a second or stop part-way, while normal clients keep getting answers; the slow ones are answered 408 once
+their read deadline passes. Also through the real server: chunked and Expect: 100-continue uploads, and a body
+refused from its Content-Length alone.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import http.client
+import json
+import socket
+import subprocess
+import sys
+import threading
+
+import pytest
+
+pytest.importorskip("gunicorn")
+pytest.importorskip("ai_edge_litert.interpreter")
+
+from serve_process import Server, call, free_port  # noqa: E402
+from serving_fixture import app_config, encode, music_clip, needs_training, served_folders  # noqa: E402
+
+pytestmark = needs_training
+READ_TIMEOUT_SECONDS = 8  # long enough that the normal requests below finish while every slow one is still open
+SLOW_CONNECTIONS = 64
+NORMAL_REQUESTS = 48
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    folders = served_folders(tmp_path_factory)
+    work = tmp_path_factory.mktemp("slow_clients")
+    config_path = work / "serve.json"
+    config_path.write_text(json.dumps(app_config(folders, work / "log.sqlite", max_upload_bytes=2_000_000)))
+    port = free_port()
+    with open(work / "serve.err", "w") as stderr:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "instrument_id.cli", "serve", "--workers", "2", "--port", str(port),
+             "--config", str(config_path), "--read-timeout", str(READ_TIMEOUT_SECONDS)],
+            stdout=subprocess.DEVNULL, stderr=stderr,
+        )
+    running = Server(f"http://127.0.0.1:{port}", process, work / "serve.err")
+    try:
+        running.wait_ready()
+        running.port = port
+        yield running
+    finally:
+        process.terminate()
+        process.wait(timeout=60)
+
+
+@pytest.fixture(scope="module")
+def clip():
+    return encode(music_clip(1.0), 44100, "WAV", "PCM_16")
+
+
+def _head(port: int, body_bytes: int, extra: str = "") -> bytes:
+    return (f"POST /v2/predict HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: audio/wav\r\n"
+            f"Content-Length: {body_bytes}\r\n{extra}\r\n").encode()
+
+
+def _still_open(sock: socket.socket) -> bool:
+    """True when the server has neither answered nor closed the connection."""
+    sock.setblocking(False)
+    try:
+        sock.recv(1, socket.MSG_PEEK)  # returns an answer's first byte, or b'' once closed
+        return False
+    except BlockingIOError:
+        return True
+    except OSError:
+        return False
+    finally:
+        sock.setblocking(True)
+
+
+def _final_answer(sock: socket.socket) -> bytes:
+    """Everything the server sends until it closes (b'' when it drops the connection without a word)."""
+    sock.settimeout(READ_TIMEOUT_SECONDS * 6)
+    received = b""
+    try:
+        while chunk := sock.recv(4096):
+            received += chunk
+    except ConnectionResetError:
+        pass
+    return received
+
+
+def test_normal_clients_are_served_while_64_slow_ones_hold_connections_then_those_get_408(server, clip):
+    slow = []
+    for i in range(SLOW_CONNECTIONS):  # even: trickle the body a byte a second; odd: send 100 bytes, then nothing
+        sock = socket.create_connection(("127.0.0.1", server.port), timeout=10)
+        sock.sendall(_head(server.port, len(clip)) + (clip[:100] if i % 2 else b""))
+        slow.append(sock)
+    stop = threading.Event()
+
+    def trickle() -> None:
+        sent = 0
+        while not stop.wait(1.0):
+            for sock in slow[::2]:
+                try:
+                    sock.send(clip[sent:sent + 1])
+                except OSError:
+                    pass
+            sent += 1
+
+    trickler = threading.Thread(target=trickle, daemon=True)
+    trickler.start()
+    try:
+        def predict(i: int) -> int:
+            return call(f"{server.base}/v2/predict", clip, {"Content-Type": "audio/wav", "X-Client-Id": f"n{i}"})[0]
+
+        with concurrent.futures.ThreadPoolExecutor(8) as pool:
+            statuses = list(pool.map(predict, range(NORMAL_REQUESTS)))
+        assert statuses == [200] * NORMAL_REQUESTS
+        assert all(_still_open(sock) for sock in slow)  # the normal answers came while every slow client held on
+        answers = [_final_answer(sock) for sock in slow]
+    finally:
+        stop.set()
+        trickler.join()
+        for sock in slow:
+            sock.close()
+    timed_out = [a for a in answers if a.startswith(b"HTTP/1.1 408 ")]
+    assert len(timed_out) + answers.count(b"") == SLOW_CONNECTIONS, {a[:40] for a in answers}
+    assert len(timed_out) == SLOW_CONNECTIONS  # the buffered worker answers rather than drops
+    error = json.loads(timed_out[0].split(b"\r\n\r\n", 1)[1])["error"]
+    assert "did not arrive in time" in error and f"waits {READ_TIMEOUT_SECONDS} s" in error
+    assert call(f"{server.base}/v2/predict", clip, {"Content-Type": "audio/wav"})[0] == 200
+
+
+def test_chunked_and_100_continue_uploads_are_read_whole_and_answered(server, clip):
+    connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=60)
+    pieces = [clip[i:i + 7000] for i in range(0, len(clip), 7000)]
+    connection.request("POST", "/v2/predict", body=iter(pieces), encode_chunked=True,
+                       headers={"Content-Type": "audio/wav", "Transfer-Encoding": "chunked"})
+    response = connection.getresponse()
+    assert response.status == 200 and len(json.loads(response.read())["results"]) == 11
+    connection.close()
+
+    with socket.create_connection(("127.0.0.1", server.port), timeout=60) as sock:
+        sock.sendall(_head(server.port, len(clip), "Expect: 100-continue\r\n"))
+        assert sock.recv(64) == b"HTTP/1.1 100 Continue\r\n\r\n"  # sent before the body, once
+        sock.sendall(clip)
+        answer = _final_answer(sock)
+    assert answer.startswith(b"HTTP/1.1 200 ") and b"100 Continue" not in answer
+
+
+def test_a_body_over_the_limit_is_refused_from_its_content_length(server):
+    with socket.create_connection(("127.0.0.1", server.port), timeout=60) as sock:
+        sock.sendall(_head(server.port, 3_000_000, "Expect: 100-continue\r\n"))
+        answer = _final_answer(sock)
+    head, body = answer.split(b"\r\n\r\n", 1)
+    assert head.startswith(b"HTTP/1.1 413 ") and b"application/json" in head
+    assert json.loads(body) == {"error": "the request body is larger than the 2,000,000-byte limit"}
