@@ -103,5 +103,6 @@ def open_model(path: str | Path, runtime: str = "auto", tflite_file: str | None 
             FLOAT_TFLITE_FILE if runtime == "tflite" else _auto_tflite_file(manifest["files"])), num_threads)
     else:
         model = _open_zoo(path, manifest)
-    warm_up(model.params, model.feature_set)  # banks built, kernels compiled, networks loaded (before a fork)
+    if not model.takes_audio:  # a raw-audio graph computes its features inside
+        warm_up(model.params, model.feature_set)  # banks built, kernels compiled, networks loaded (before a fork)
     return model

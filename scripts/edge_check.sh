@@ -41,11 +41,14 @@ cd "$(mktemp -d)"
 "$venv/bin/instrument-id" predict "$clip" --model "$model" --json
 echo "== instrument-id predict with its default model: the shipped raw-audio MLP, installed as package data"
 "$venv/bin/instrument-id" predict "$clip" --json
-"$venv/bin/python" -c "from tflite.scorer import DEFAULT_MODEL_DIR; from model_zoo import verify_model_dir; \
-print('installed default model verified:', DEFAULT_MODEL_DIR, verify_model_dir(DEFAULT_MODEL_DIR)['version'])"
+"$venv/bin/python" -c "from model_zoo import shipped_model_dir, verify_model_dir; \
+print('installed default model verified:', shipped_model_dir(), verify_model_dir(shipped_model_dir())['version'])"
 
 echo "== instrument-id predict with the shipped musicnn raw-audio model (log-mel + network + head in one file)"
 "$venv/bin/instrument-id" predict "$clip" --model "$repo/model_zoo/models/musicnn/model_raw_audio.tflite" --json
+echo "== instrument-id analyze with the installed musicnn folder (whole windows through its raw-audio graph)"
+"$venv/bin/instrument-id" analyze "$clip" --model "$("$venv/bin/python" -c 'from model_zoo import shipped_model_dir; print(shipped_model_dir("musicnn"))')" \
+    --out "$(mktemp -d)/timeline" --no-plot --quiet
 echo "== the CLI in the edge install: --help works, a training command says which extra it needs in one line"
 "$venv/bin/instrument-id" --help >/dev/null
 set +e
