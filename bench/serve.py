@@ -26,8 +26,10 @@ import soundfile as sf
 
 from bench.cli import report
 from bench.signals import harmonic_clip
+from bench.slow_clients import SlowClients
 from bench.wrk import POST_FILE_LUA, TIMEOUT_SECONDS, WrkResult, find_wrk, run_wrk
 from instrument_id.errors import InstrumentIdError
+from serving.serve_cli import WORKER_CLASSES
 
 OUR_ROUTES = ("/v2/predict?model=ab", "/RNA")
 BASELINE_ROUTE = "/RNA"
@@ -35,6 +37,7 @@ CLIP_SECONDS, CLIP_RATE_HZ = 2.0, 44100
 STARTUP_SECONDS = 180
 WARMUP_REQUESTS = 4
 TARGETS = {"throughput_vs_baseline": 20.0, "p99_ms_at_max_clients": 100.0, "p50_ms_single_client": 10.0}
+SLOW_SETTLE_SECONDS = 1.0  # the slow connections are all accepted before wrk starts
 
 
 def free_port() -> int:
@@ -173,17 +176,59 @@ def ratios(runs: list[dict[str, Any]], levels: list[int]) -> list[dict[str, Any]
     return out
 
 
+def _wrk_figures(result: WrkResult) -> dict[str, Any]:
+    return {"requests_per_second": round(result.requests_per_second, 2), "latency_p50_ms": round(result.latency_p50_ms, 2),
+            "latency_p99_ms": round(result.latency_p99_ms, 2)}
+
+
+def slow_client_comparison(base_url: str, clip: Path, lua: Path, args: argparse.Namespace) -> dict[str, Any]:
+    """wrk on the A/B route at the most clients twice in a row: without slow connections, then with
+    args.slow_clients of them open (the same server, one run after the other)."""
+    route, clients, n = OUR_ROUTES[0], max(args.levels), args.slow_clients
+    start = logged_predictions(base_url)
+    plain, _ = run_wrk(base_url, route, clip, lua, clients, args.seconds)
+    without = _wrk_figures(plain)
+    before = settled_count(base_url, start + plain.ok, start + plain.ok + plain.unanswered)  # its late answers too
+    with SlowClients("127.0.0.1", int(base_url.rsplit(":", 1)[1]), route, clip.read_bytes(), n) as slow:
+        time.sleep(SLOW_SETTLE_SECONDS)
+        result, _ = run_wrk(base_url, route, clip, lua, clients, args.seconds)
+        slow_figures = slow.figures()
+    check = ab_check(before, settled_count(base_url, before + result.ok, before + result.ok + result.unanswered), result)
+    answered = result.requests > 0  # wrk's percentiles are 0 when nothing came back
+    p50 = round(result.latency_p50_ms, 2) if answered else None
+    p99, rps = (round(result.latency_p99_ms, 2) if answered else None), round(result.requests_per_second, 2)
+    return {
+        "slow_connections": n, "route": route, "clients": clients,
+        "requests_per_second_without_slow": without["requests_per_second"],
+        "p50_ms_without_slow": without["latency_p50_ms"], "p99_ms_without_slow": without["latency_p99_ms"],
+        f"requests_per_second_with_{n}_slow": rps, f"p50_ms_with_{n}_slow": p50,
+        f"p99_ms_with_{n}_slow": p99,
+        "p99_with_vs_without_slow_ratio": round(p99 / without["latency_p99_ms"], 3) if p99 and without["latency_p99_ms"] else None,
+        "throughput_with_vs_without_slow_ratio":
+            round(rps / without["requests_per_second"], 3) if without["requests_per_second"] else None,
+        "ok_200_with_slow": result.ok, "unanswered_with_slow": result.unanswered, "errors_with_slow": result.errors, "socket_errors_with_slow": result.socket_errors,
+        **{f"slow_{key}": value for key, value in slow_figures.items()},
+        "ab_report_check": check,
+        "met": {"p99_ms_at_max_clients": result.ok > 0 and result.errors == 0 and p99 is not None
+                                          and p99 < TARGETS["p99_ms_at_max_clients"]},
+    }
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of `bench serve`."""
     parser.add_argument("--model-dir", type=Path, default=Path("model_zoo/models"),
                         help="folder holding the mlp/ and rf/ model folders (default model_zoo/models)")
     parser.add_argument("--workers", type=int, default=None, help="gunicorn workers of our server (default: serve's)")
-    parser.add_argument("--worker-class", choices=("sync", "gthread"), default=None, help="default: serve's")
+    parser.add_argument("--worker-class", choices=WORKER_CLASSES, default=None, help="default: serve's")
     parser.add_argument("--threads", type=int, default=None, help="threads per gthread worker (default: serve's)")
     parser.add_argument("--keepalive", type=int, default=None, help="gthread keep-alive seconds (default: serve's)")
     parser.add_argument("--seconds", type=int, default=10, help="seconds of load per level (default 10)")
     parser.add_argument("--levels", type=int, nargs="+", default=[1, 8, 32], help="concurrent connections (default 1 8 32)")
     parser.add_argument("--clip", type=Path, help="WAV file to POST (default: a generated 2 s clip of harmonic tones)")
+    parser.add_argument("--slow-clients", type=int, default=0, metavar="N",
+                        help="after the runs, the A/B route at the most clients twice more: without, then with N slow "
+                             "connections open (half trickle a clip's body a byte a second, half stop part-way; each "
+                             "reopened when the server closes it) (default 0: skipped)")
 
 
 def _check_args(args: argparse.Namespace) -> None:
@@ -191,6 +236,8 @@ def _check_args(args: argparse.Namespace) -> None:
     for name in ("mlp", "rf"):
         if not (args.model_dir / name).is_dir():
             raise InstrumentIdError(f"{args.model_dir / name}: no model folder (--model-dir must hold mlp/ and rf/)")
+    if args.slow_clients < 0:
+        raise InstrumentIdError(f"--slow-clients must be 0 or more, got {args.slow_clients}")
     if args.seconds < 1 or min(args.levels) < 1 or any(v is not None and v < 1 for v in (args.workers, args.threads)):
         raise InstrumentIdError("--seconds, --workers, --threads and every --levels value must be at least 1")
     if args.clip is not None and not args.clip.is_file():
@@ -222,17 +269,18 @@ def measure(args: argparse.Namespace, work: Path) -> dict[str, Any]:
             "--config", str(work / "serve.json"), *server_args]
     with running_server("our", ours, port, work / "serve.log") as base_url:
         runs = load_runs("ours", base_url, OUR_ROUTES, clip, lua, args, check_log=True)
+        slow = slow_client_comparison(base_url, clip, lua, args) if args.slow_clients else None
         total_logged = logged_predictions(base_url)
     port = free_port()
     baseline = [sys.executable, "-m", "bench.serve_baseline", "--model-dir", str(models / "mlp"), "--port", str(port)]
     with running_server("baseline", baseline, port, work / "baseline.log") as base_url:
         runs += load_runs("baseline", base_url, (BASELINE_ROUTE,), clip, lua, args, check_log=False)
-    checks = [run["ab_report_check"] for run in runs if "ab_report_check" in run]
+    checks = [run["ab_report_check"] for run in runs if "ab_report_check" in run] + ([slow["ab_report_check"]] if slow else [])
     return {
         "clip_seconds": round(sf.info(clip).duration, 3), "clip_bytes": clip.stat().st_size, "seconds_per_level": args.seconds,
         "server_args": " ".join(server_args) or "(serve's defaults)", "levels_clients": sorted(args.levels), "cpu_count": os.cpu_count(),
         "load_average_1min_before": round(load_before, 2), "load_average_1min_after": round(os.getloadavg()[0], 2), "runs": runs,
-        "ratios": ratios(runs, args.levels), "targets": TARGETS,
+        "ratios": ratios(runs, args.levels), "targets": TARGETS, "slow_clients": slow,
         "ab_report_check": {
             "passed": all(check["passed"] for check in checks),
             "logged_predictions": sum(check["logged_predictions"] for check in checks),
@@ -268,10 +316,32 @@ def print_report(figures: dict[str, Any]) -> None:
               f"{ratio['baseline_p99_ms_at_max_clients']:.1f} ms (target < {targets['p99_ms_at_max_clients']:.0f} ms) {mark['p99_ms_at_max_clients']}")
         print(f"  p50 at {ratio['min_clients']} client(s): {ratio['p50_ms_single_client']:.1f} ms, baseline "
               f"{ratio['baseline_p50_ms_single_client']:.1f} ms (target < {targets['p50_ms_single_client']:.0f} ms) {mark['p50_ms_single_client']}")
+    if figures["slow_clients"]:
+        print_slow_clients(figures["slow_clients"], targets)
     check = figures["ab_report_check"]
     print(f"A/B report check: {check['logged_predictions']} predictions logged during the wrk runs, wrk received "
           f"{check['wrk_ok_200']} 200 answers, {check['unanswered_at_stop']} requests in flight when wrk stopped: "
           f"{'passed' if check['passed'] else 'FAILED'} (plus {check['warmup_predictions']} warm-up predictions)")
+
+
+def _ms(value: float | None) -> str:
+    return "n/a (no answer)" if value is None else f"{value:.1f} ms"
+
+
+def print_slow_clients(slow: dict[str, Any], targets: dict[str, float]) -> None:
+    """Normal clients' latency with the slow connections open against without, and what the slow ones were told."""
+    n = slow["slow_connections"]
+    print(f"ours {slow['route']} at {slow['clients']} clients, without / with {n} slow connections open:")
+    print(f"  requests/s {slow['requests_per_second_without_slow']:.1f} / {slow[f'requests_per_second_with_{n}_slow']:.1f}, "
+          f"p50 {slow['p50_ms_without_slow']:.1f} / {_ms(slow[f'p50_ms_with_{n}_slow'])}, "
+          f"p99 {slow['p99_ms_without_slow']:.1f} / {_ms(slow[f'p99_ms_with_{n}_slow'])} "
+          f"(target < {targets['p99_ms_at_max_clients']:.0f} ms with them) "
+          f"{'met' if slow['met']['p99_ms_at_max_clients'] else 'MISSED'}; {slow['ok_200_with_slow']} answered 200, "
+          f"{slow['unanswered_with_slow']} unanswered when wrk stopped, "
+          f"{slow['errors_with_slow']} errors ({slow['socket_errors_with_slow']['timeout']} timeouts) with them")
+    print(f"  slow connections: {slow['slow_opened']} opened, {slow['slow_answered_408']} answered 408, "
+          f"{slow['slow_answered_other']} another status, {slow['slow_closed_without_answer']} closed without an answer, "
+          f"{slow['slow_open_now']} still open at the end")
 
 
 def run(args: argparse.Namespace) -> int:

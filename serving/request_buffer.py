@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import tempfile
 from dataclasses import dataclass
-from typing import Iterator
+from typing import IO, Iterator
 
 CRLF2 = b"\r\n\r\n"
 MAX_CHUNK_LINE_BYTES = 4096
@@ -108,7 +108,8 @@ class PendingRequest:
         self.head = bytearray()
         self.head_bytes: bytes | None = None  # the header block, Expect removed (this side answers it)
         self.path = ""
-        self.body = tempfile.SpooledTemporaryFile(max_size=limits.spool_memory_bytes)
+        self.body = bytearray()  # in memory up to spool_memory_bytes, then in self.spill
+        self.spill: IO[bytes] | None = None
         self.body_bytes = 0
         self.body_limit = limits.max_body_bytes
         self.content_length: int | None = None
@@ -139,18 +140,24 @@ class PendingRequest:
     def feed(self, data: bytes, now: float) -> None:
         """Take the next bytes received; a request the server will not read on raises Refusal."""
         if self.head_bytes is None:
-            self.head += data
-            if self.head[:2] == b"\r\n":  # empty lines before a request line are allowed and ignored
-                self.head = bytearray(self.head.lstrip(b"\r\n"))
-            end = self.head.find(CRLF2)
+            if not self.head and data[:2] == b"\r\n":  # empty lines before a request line are allowed and ignored
+                data = data.lstrip(b"\r\n")
+            buffer = data
+            if self.head:  # the headers came in pieces
+                self.head += data
+                buffer = self.head
+            end = buffer.find(CRLF2)
             if end < 0:
+                if not self.head:
+                    self.head = bytearray(data)
                 if len(self.head) > self.limits.max_header_bytes:
                     raise Refusal(431, f"the request headers are larger than {self.limits.max_header_bytes:,} bytes")
                 return
-            data = bytes(self.head[end + 4:])
-            self._read_head(bytes(self.head[:end + 4]), now)
-            self.head.clear()
-        if data and not self.complete:
+            view = memoryview(buffer)
+            self._read_head(bytes(view[:end + 4]), now)
+            data = view[end + 4:]  # the body's first bytes, not copied
+            self.head = bytearray()
+        if len(data) and not self.complete:
             self._feed_body(data)
 
     def _read_head(self, head: bytes, now: float) -> None:
@@ -178,8 +185,9 @@ class PendingRequest:
         # no body to wait for, or a framing gunicorn will refuse (several or malformed lengths): hand it on now
         self.complete = self.chunked is None and not self.content_length
 
-    def _feed_body(self, data: bytes) -> None:
+    def _feed_body(self, data: bytes | memoryview) -> None:
         if self.chunked is not None:
+            data = bytes(data)
             end = self.chunked.feed(data)
             data = data if end is None else data[:end]
             self.complete = end is not None
@@ -189,15 +197,27 @@ class PendingRequest:
         self.body_bytes += len(data)
         if self.body_bytes > self.body_limit:
             raise Refusal(413, f"the request body is larger than the {self.body_limit:,}-byte limit")
-        self.body.write(data)
+        if self.spill is None and len(self.body) + len(data) > self.limits.spool_memory_bytes:
+            self.spill = tempfile.TemporaryFile()
+            self.spill.write(self.body)
+            self.body = bytearray()
+        if self.spill is None:
+            self.body += data
+        else:
+            self.spill.write(data)
 
     def chunks(self) -> Iterator[bytes]:
         """The whole request as gunicorn's parser reads it: the header block, then the body in blocks."""
         yield self.head_bytes or b""
-        self.body.seek(0)
-        while block := self.body.read(READ_BLOCK_BYTES):
+        if self.spill is None:
+            yield self.body  # gunicorn copies what it reads into its own buffer
+            return
+        self.spill.seek(0)
+        while block := self.spill.read(READ_BLOCK_BYTES):
             yield block
 
     def close(self) -> None:
-        """Free the body buffer (its temporary file, if it spilled to one)."""
-        self.body.close()
+        """Free the body buffer and its temporary file, if it spilled to one."""
+        self.body = bytearray()
+        if self.spill is not None:
+            self.spill.close()

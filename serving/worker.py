@@ -30,6 +30,7 @@ from gunicorn.workers.sync import SyncWorker
 from serving.request_buffer import PendingRequest, ReadLimits, Refusal, refusal_response
 
 RECV_BYTES = 256 * 1024
+RECVS_PER_TURN = 16
 LINGER_SECONDS = 2.0  # how long a closed connection may take to read its answer and close its side
 MAX_DRAIN_BYTES = 64 * 1024
 SELECT_SECONDS = 1.0  # the longest wait between heartbeats to the master
@@ -125,28 +126,32 @@ class BufferedWorker(SyncWorker):
         self._read(conn)  # a fast client's request is usually here already
 
     def _read(self, conn: Connection) -> None:
-        try:
-            data = conn.sock.recv(RECV_BYTES)
-        except (BlockingIOError, InterruptedError):
-            return
-        except OSError:
-            data = b""
-        if not data:  # the client gave up before its request was whole
-            self._forget(conn)
-            conn.request.close()
-            conn.sock.close()
-            return
-        try:
-            conn.request.feed(data, time.monotonic())
-        except Refusal as refusal:
-            self._refuse(conn, refusal)
-            return
-        if conn.request.wants_continue and not conn.continued:
-            conn.continued = True
-            _send_some(conn.sock, CONTINUE)
-        if conn.request.complete:
-            self._forget(conn)
-            self.ready.append(conn)
+        """Take what the connection has sent (a fast client's body arrives in several segments; a big upload yields
+        to the other connections after RECVS_PER_TURN reads)."""
+        for _ in range(RECVS_PER_TURN):
+            try:
+                data = conn.sock.recv(RECV_BYTES)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                data = b""
+            if not data:  # the client gave up before its request was whole
+                self._forget(conn)
+                conn.request.close()
+                conn.sock.close()
+                return
+            try:
+                conn.request.feed(data, time.monotonic())
+            except Refusal as refusal:
+                self._refuse(conn, refusal)
+                return
+            if conn.request.wants_continue and not conn.continued:
+                conn.continued = True
+                _send_some(conn.sock, CONTINUE)
+            if conn.request.complete:
+                self._forget(conn)
+                self.ready.append(conn)
+                return
 
     def _forget(self, conn: Connection) -> None:
         """Stop reading a connection (it is complete, refused or gone)."""

@@ -93,10 +93,15 @@ def test_bench_serve_end_to_end(tmp_path_factory, capsys):
     models_dir = served_folders(tmp_path_factory).mlp.parent
     capsys.readouterr()  # building the models prints training summaries
     command = ["bench", "serve", "--model-dir", str(models_dir), "--seconds", "1", "--levels", "1", "2",
-               "--workers", "1", "--json"]
+               "--workers", "1", "--slow-clients", "6", "--json"]
     assert main(command) == 0
     figures = json.loads(capsys.readouterr().out)
     assert figures["server_args"] == "--workers 1"
+    slow = figures["slow_clients"]  # the A/B route at 2 clients again, with 6 slow connections held open
+    assert slow["slow_connections"] == 6 and slow["clients"] == 2 and slow["route"] == "/v2/predict?model=ab"
+    assert slow["ok_200_with_slow"] > 0 and slow["errors_with_slow"] == 0 and slow["ab_report_check"]["passed"]
+    assert slow["slow_opened"] >= 6 and slow["slow_open_now"] == 6  # none refused within 1 s (the deadline is 10 s)
+    assert 0 < slow["p50_ms_with_6_slow"] <= slow["p99_ms_with_6_slow"] and slow["p99_ms_without_slow"] > 0
     runs = {(run["server"], run["route"], run["clients"]) for run in figures["runs"]}
     expected = {(server, route, clients) for server, route in
                 [("ours", "/v2/predict?model=ab"), ("ours", "/RNA"), ("baseline", "/RNA")] for clients in (1, 2)}
@@ -107,7 +112,7 @@ def test_bench_serve_end_to_end(tmp_path_factory, capsys):
         if run["server"] == "ours":
             assert run["ab_report_check"]["passed"], run
     check = figures["ab_report_check"]
-    assert check["passed"] and check["wrk_ok_200"] == sum(r["ok_200"] for r in figures["runs"] if r["server"] == "ours")
+    assert check["passed"] and check["wrk_ok_200"] == sum(r["ok_200"] for r in figures["runs"] if r["server"] == "ours") + slow["ok_200_with_slow"]
     assert check["wrk_ok_200"] <= check["logged_predictions"] <= check["wrk_ok_200"] + check["unanswered_at_stop"]
     assert [ratio["route"] for ratio in figures["ratios"]] == ["/v2/predict?model=ab", "/RNA"]
     assert all(ratio["throughput_vs_baseline"] > 0 for ratio in figures["ratios"])

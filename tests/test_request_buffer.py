@@ -42,7 +42,7 @@ def test_a_body_byte_by_byte_completes_at_its_content_length_and_spills_to_disk_
         if pending.complete:
             break
     assert pending.complete and pending.body_bytes == 300
-    assert pending.body._rolled  # past spool_memory_bytes the body lives in a temporary file
+    assert pending.spill is not None and not pending.body  # past spool_memory_bytes the body is in a temporary file
     assert _whole(pending) == _head(headers="Content-Length: 300\r\n") + bytes(range(256)) + bytes(44)
 
 
