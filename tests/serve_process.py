@@ -71,6 +71,11 @@ class Server:
     def __init__(self, base: str, process: subprocess.Popen, stderr_path: Path) -> None:
         self.base, self.process, self.stderr_path = base, process, stderr_path
 
+    @property
+    def port(self) -> int:
+        """The port it listens on, from its base URL."""
+        return int(self.base.rsplit(":", 1)[1])
+
     def log_tail(self) -> str:
         return self.stderr_path.read_text()[-3000:]
 
@@ -94,14 +99,15 @@ class Server:
 
 
 @contextmanager
-def running_serve(config_path: Path, log_dir: Path, workers: int = 2, name: str = "serve") -> Iterator[Server]:
-    """Start `instrument-id serve --workers N` on a free port, wait until ready; kill it on the way out."""
+def running_serve(config_path: Path, log_dir: Path, workers: int = 2, name: str = "serve",
+                  extra_args: tuple[str, ...] = ()) -> Iterator[Server]:
+    """Start `instrument-id serve --workers N [extra_args]` on a free port, wait until ready; stop it on the way out."""
     port = free_port()
     stderr_path = log_dir / f"{name}.err"
     with open(stderr_path, "w") as stderr:
         process = subprocess.Popen(
             [sys.executable, "-m", "instrument_id.cli", "serve", "--workers", str(workers), "--port", str(port),
-             "--config", str(config_path)],
+             "--config", str(config_path), *extra_args],
             stdout=subprocess.DEVNULL, stderr=stderr,
         )
     server = Server(f"http://127.0.0.1:{port}", process, stderr_path)

@@ -10,8 +10,6 @@ import concurrent.futures
 import http.client
 import json
 import socket
-import subprocess
-import sys
 import threading
 
 import pytest
@@ -19,7 +17,7 @@ import pytest
 pytest.importorskip("gunicorn")
 pytest.importorskip("ai_edge_litert.interpreter")
 
-from serve_process import Server, call, free_port  # noqa: E402
+from serve_process import call, running_serve  # noqa: E402
 from serving_fixture import app_config, encode, music_clip, needs_training, served_folders  # noqa: E402
 
 pytestmark = needs_training
@@ -34,21 +32,8 @@ def server(tmp_path_factory):
     work = tmp_path_factory.mktemp("slow_clients")
     config_path = work / "serve.json"
     config_path.write_text(json.dumps(app_config(folders, work / "log.sqlite", max_upload_bytes=2_000_000)))
-    port = free_port()
-    with open(work / "serve.err", "w") as stderr:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "instrument_id.cli", "serve", "--workers", "2", "--port", str(port),
-             "--config", str(config_path), "--read-timeout", str(READ_TIMEOUT_SECONDS)],
-            stdout=subprocess.DEVNULL, stderr=stderr,
-        )
-    running = Server(f"http://127.0.0.1:{port}", process, work / "serve.err")
-    try:
-        running.wait_ready()
-        running.port = port
+    with running_serve(config_path, work, extra_args=("--read-timeout", str(READ_TIMEOUT_SECONDS))) as running:
         yield running
-    finally:
-        process.terminate()
-        process.wait(timeout=60)
 
 
 @pytest.fixture(scope="module")

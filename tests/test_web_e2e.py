@@ -11,11 +11,6 @@ import base64
 import json
 import math
 import os
-import signal
-import socket
-import subprocess
-import sys
-import time
 import urllib.request
 from pathlib import Path
 
@@ -29,6 +24,7 @@ pytest.importorskip("flask")
 pytest.importorskip("ai_edge_litert.interpreter")
 
 from instrument_id.instruments import column_names  # noqa: E402
+from serve_process import running_serve  # noqa: E402
 from serving_fixture import app_config, encode, music_clip, needs_training, served_folders  # noqa: E402
 
 pytestmark = needs_training
@@ -47,35 +43,8 @@ def server(tmp_path_factory):
     root = tmp_path_factory.mktemp("web_server")
     config_path = root / "serve.json"
     config_path.write_text(json.dumps(app_config(folders, root / "log.sqlite")))
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    base = f"http://127.0.0.1:{port}"
-    stderr_path = root / "serve.err"
-    with open(stderr_path, "w") as stderr:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "instrument_id.cli", "serve", "--workers", "1", "--port", str(port),
-             "--config", str(config_path)], stdout=subprocess.DEVNULL, stderr=stderr,
-        )
-    try:
-        deadline = time.monotonic() + 180
-        while True:
-            assert process.poll() is None, stderr_path.read_text()[-3000:]
-            try:
-                with urllib.request.urlopen(f"{base}/readyz", timeout=5) as response:
-                    if response.status == 200:
-                        break
-            except OSError:
-                assert time.monotonic() < deadline, stderr_path.read_text()[-3000:]
-                time.sleep(0.3)
-        yield base
-    finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+    with running_serve(config_path, root, workers=1) as running:
+        yield running.base
 
 
 @pytest.fixture(scope="module")
