@@ -94,10 +94,15 @@ class ServedModel:
 
     def __init__(self, name: str, model: Model) -> None:
         self.name, self.model = name, model
-        self.runtime, self.params, self.feature_set = model.runtime, model.params, model.feature_set
-        self.pipeline, self.manifest, self.metrics = model.pipeline, model.manifest, model.metrics
-        self.tflite_file = getattr(model, "tflite_file", None)
         self._lock = threading.Lock()
+
+    runtime = property(lambda self: self.model.runtime, doc="'tflite' or 'zoo'")
+    params = property(lambda self: self.model.params, doc="the model's AudioParams")
+    feature_set = property(lambda self: self.model.feature_set, doc="the model's feature set")
+    pipeline = property(lambda self: self.model.pipeline, doc="the model's FeaturePipeline (thresholds)")
+    manifest = property(lambda self: self.model.manifest, doc="the verified folder's manifest")
+    metrics = property(lambda self: self.model.metrics, doc="the folder's metrics.json")
+    tflite_file = property(lambda self: getattr(self.model, "tflite_file", None), doc="the .tflite file it runs")
 
     @property
     def version(self) -> str:
