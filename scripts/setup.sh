@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
-# Installs everything instrument-id needs into ./.venv, and from the system's package manager FluidSynth, wrk,
+# Installs everything instrument-id needs into ./.venv, and from the system's package manager FluidSynth and the
+# General MIDI soundfonts, TiMidity++ with the freepats patch set, wrk,
 # Chromium and PostgreSQL (the server the shared prediction-log tests start).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
-SYSTEM_PACKAGES="libfluidsynth3 fluid-soundfont-gm musescore-general-soundfont csound-soundfont wrk chromium postgresql"
+SYSTEM_PACKAGES="libfluidsynth3 fluid-soundfont-gm musescore-general-soundfont csound-soundfont timidity freepats wrk chromium postgresql"
 
 if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
   missing=$(for p in $SYSTEM_PACKAGES; do dpkg -s "$p" >/dev/null 2>&1 || echo "$p"; done)

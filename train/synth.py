@@ -24,11 +24,11 @@ from tqdm import tqdm
 from instrument_id.atomic import atomic_dir, write_text_atomic
 from instrument_id.errors import InstrumentIdError
 from instrument_id.instruments import INSTRUMENTS
-from train.synth_ensembles import ENSEMBLE_BY_NAME, ENSEMBLES
+from train.synth_ensembles import ENSEMBLE_BY_NAME, ENSEMBLES, SPECS
 from train.synth_chain import record
 from train.synth_mix import render_mix
 from train.synth_perform import SAMPLE_RATE_HZ, labels_csv_text, perform
-from train.synth_render import check_soundfont, default_soundfont, load_fluidsynth, write_wav
+from train.synth_render import check_soundfont, default_soundfont, load_fluidsynth, source_programs, write_wav
 from train.synth_room import load_pyroomacoustics
 from train.synth_score import compose
 
@@ -112,13 +112,24 @@ def _test_indices(rng: np.random.Generator, ensembles: list[str]) -> set[int]:
 def _part_fonts(rng: np.random.Generator, ensembles: list[str], soundfonts: list[Path],
                 mixed_fonts_share: float) -> list[tuple[str, ...]]:
     """Soundfonts per part of each piece: one font per piece, cycled in a seeded order so that every soundfont is
-    used when it can be; in a mixed_fonts_share of the pieces with two or more parts each part draws its own."""
+    used when it can be; in a mixed_fonts_share of the pieces with two or more parts each part draws its own. A part
+    whose program the drawn source lacks (a patch set such as freepats has no viola) draws one of the sources that
+    have it; with soundfonts only, no such draw is made, so their corpora are as before."""
     order = rng.permutation(len(soundfonts))
+    programs = [source_programs(f) for f in soundfonts]  # None: a full General MIDI soundfont
     fonts = []
     for i, ensemble in enumerate(ensembles):
-        n_parts = len(ENSEMBLE_BY_NAME[ensemble].parts)
+        parts = ENSEMBLE_BY_NAME[ensemble].parts
+        n_parts = len(parts)
         mixed = n_parts > 1 and len(soundfonts) > 1 and rng.random() < mixed_fonts_share
         picks = rng.integers(len(soundfonts), size=n_parts) if mixed else np.full(n_parts, order[i % len(order)])
+        for k, (name, _role) in enumerate(parts):
+            program = SPECS[name].program - 1
+            if programs[picks[k]] is not None and program not in programs[picks[k]]:
+                having = [j for j, p in enumerate(programs) if p is None or program in p]
+                if not having:
+                    raise InstrumentIdError(f"no timbre source given plays {name} (GM program {program + 1})")
+                picks[k] = having[rng.integers(len(having))]
         fonts.append(tuple(str(soundfonts[k]) for k in picks))
     return fonts
 
@@ -217,7 +228,8 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--minutes", type=float, required=True, help="minutes of music to render")
     parser.add_argument("--seed", type=int, default=0, help="random seed; the same seed gives the same corpus")
     parser.add_argument("--soundfont", nargs="+", action="extend", metavar="F",
-                        help="one or more .sf2/.sf3 files, chosen per recording or per part "
+                        help="one or more timbre sources, chosen per recording or per part: .sf2/.sf3 soundfonts "
+                             "(FluidSynth) or TiMidity++ .cfg patch sets such as /etc/timidity/freepats.cfg "
                              "(default: pretty_midi's TimGM6mb)")
     parser.add_argument("--mixed-fonts", type=float, default=MIXED_FONTS_SHARE, metavar="SHARE",
                         help="share of pieces of two or more parts whose parts each draw their own soundfont "

@@ -1,8 +1,13 @@
-"""Render a performance with FluidSynth (all parts at once, or each part on its own pass) and write 16-bit WAV."""
+"""Render a performance with FluidSynth (all parts at once, or each part on its own pass) and write 16-bit WAV.
+
+A timbre source is a General MIDI soundfont (.sf2/.sf3, FluidSynth) or a TiMidity++ patch set (.cfg, e.g. freepats;
+train/synth_timidity.py); `synthesize` plays either.
+"""
 
 from __future__ import annotations
 
 import ctypes
+import functools
 import os
 from pathlib import Path
 from types import ModuleType
@@ -14,6 +19,7 @@ import soundfile as sf
 from instrument_id.atomic import atomic_path
 from instrument_id.errors import InstrumentIdError
 from train.synth_perform import SAMPLE_RATE_HZ, to_sample
+from train.synth_timidity import PATCH_SET_SUFFIX, PatchSet, check_patch_set, synthesize_timidity
 
 SOUNDFONT_SUFFIXES = (".sf2", ".sf3")
 INSTALL_HINT = ("install libfluidsynth3 and pyfluidsynth (Debian/Ubuntu: apt-get install libfluidsynth3; "
@@ -41,10 +47,13 @@ def default_soundfont() -> Path:
 
 
 def check_soundfont(path: str | os.PathLike) -> Path:
-    """Return path if it is a readable .sf2/.sf3 SoundFont (RIFF 'sfbk'), else raise naming it."""
+    """Return path (resolved) if it is a readable .sf2/.sf3 SoundFont (RIFF 'sfbk') or a TiMidity++ patch set
+    (.cfg mapping at least one program, timidity installed), else raise naming it."""
     path = Path(path)
+    if path.suffix.lower() == PATCH_SET_SUFFIX:
+        return check_patch_set(path).path
     if path.suffix.lower() not in SOUNDFONT_SUFFIXES:
-        raise InstrumentIdError(f"{path}: not a soundfont, expected a .sf2 or .sf3 file")
+        raise InstrumentIdError(f"{path}: not a timbre source, expected a .sf2/.sf3 soundfont or a TiMidity++ .cfg")
     if not path.is_file():
         raise InstrumentIdError(f"{path}: soundfont file does not exist")
     try:
@@ -55,6 +64,17 @@ def check_soundfont(path: str | os.PathLike) -> Path:
     if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"sfbk":
         raise InstrumentIdError(f"{path}: not a SoundFont file (no RIFF 'sfbk' header)")
     return path.resolve()
+
+
+@functools.lru_cache(maxsize=None)
+def patch_set(path: Path) -> PatchSet:
+    """The parsed patch set of a .cfg (parsed once per process)."""
+    return check_patch_set(path)
+
+
+def source_programs(path: Path) -> frozenset[int] | None:
+    """0-based programs a timbre source can play: None for a soundfont (General MIDI: all of them)."""
+    return patch_set(Path(path)).programs if Path(path).suffix.lower() == PATCH_SET_SUFFIX else None
 
 
 def _events(midi: pretty_midi.PrettyMIDI) -> list[tuple[int, int, int, str, int, int, int]]:
@@ -83,7 +103,10 @@ def fluidsynth_settings(rng: np.random.Generator) -> dict[str, float | int]:
 
 def synthesize(midi: pretty_midi.PrettyMIDI, soundfont: Path, num_samples: int,
                settings: dict[str, float | int]) -> np.ndarray:
-    """(num_samples,) float32 mono: all parts of midi through one fresh FluidSynth with the given settings."""
+    """(num_samples,) float32 mono: all parts of midi through one fresh FluidSynth with the given settings (or, for a
+    TiMidity++ .cfg, one timidity run, with its reverb on where the settings turn FluidSynth's on)."""
+    if soundfont.suffix.lower() == PATCH_SET_SUFFIX:
+        return synthesize_timidity(midi, patch_set(soundfont), num_samples, bool(settings["synth.reverb.active"]))
     settings = {**settings, "synth.dynamic-sample-loading": 1}  # only the programs used are decoded: .sf3 loads fast
     fluidsynth = load_fluidsynth()
     # a fresh synth per pass: a reused one carries reverb state and block phase, so output would depend on order
