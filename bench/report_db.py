@@ -52,7 +52,8 @@ def synthetic_rows(n_rows: int, compare_share: float, seed: int) -> Iterator[lis
         instruments = json.dumps([c for j, c in enumerate(columns) if mask >> j & 1])
         model = "mlp" if arm == "A" else "rf"
         return (uuid.UUID(int=rng.getrandbits(128)).hex, now, "/v2/compare" if group else "/v2/predict", arm, model,
-                "v1", rng.lognormvariate(2.5, 0.5), 0.2, 2.0, 0.5, probabilities, instruments, 88244, None, group, mask)
+                "v1", rng.lognormvariate(2.5, 0.5), 0.2, 2.0, 0.5, probabilities, instruments, 88244, None, group,
+                None, None, mask)  # no Idempotency-Key, so neither key nor fingerprint
 
     while made < n_rows:
         if rng.random() < compare_share and made + 2 <= n_rows:

@@ -180,6 +180,18 @@ class BufferedLog:
         except LogUnavailableError as exc:
             raise ApiError(503, f"the prediction log cannot be read now ({exc.reason}); retry in a few seconds") from None
 
+    def logged_fingerprints(self, idempotency_key: str) -> set[str]:
+        """The request fingerprints of an Idempotency-Key, logged or queued; while the log cannot be read, only the
+        queued ones (a retry is still logged once: its id comes from its key)."""
+        with self._lock:
+            queued = {r.request_fingerprint for r in self._queue if r.idempotency_key == idempotency_key}
+            if self._queue:  # the log is known to be down: do not make this request wait out the timeout
+                return queued
+        try:
+            return self.store.logged_fingerprints(idempotency_key)
+        except LogUnavailableError:
+            return queued
+
     def prediction_ids(self) -> set[str]:
         """Ids of every logged prediction (not those still queued)."""
         return self.store.prediction_ids()

@@ -8,6 +8,8 @@ from flask import Blueprint, current_app, jsonify
 
 from instrument_id.instruments import INSTRUMENTS, column_names
 from serving.decode import MAX_CHANNELS, MAX_RATE_HZ, MIN_RATE_HZ, PCM_FORMATS
+from serving.idempotency import HEADER as IDEMPOTENCY_HEADER
+from serving.idempotency import KEY_CHAR, MAX_KEY_CHARS
 from serving.routes_analyze import DEFAULT_HOP_SECONDS, MAX_HOP_SECONDS, MIN_HOP_SECONDS
 
 bp = Blueprint("openapi", __name__)
@@ -27,6 +29,7 @@ def _errors(*codes: int) -> dict[str, Any]:
     reasons = {
         400: "bad input (unreadable audio, malformed JSON, wrong fields)", 404: "unknown model, arm or prediction id",
         413: "body or decoded audio over the size limit", 415: "unsupported Content-Type",
+        422: "the Idempotency-Key was already used for a different request",
         501: "plot=1 on a server without matplotlib", 503: "not ready: models not loaded",
     }
     return {str(code): _json(_ref("Error"), reasons[code]) for code in codes}
@@ -174,9 +177,15 @@ def openapi_document(model_names: list[str], arm_names: list[str], max_upload_by
     model_param = {"name": "model", "in": "query", "required": False,
                    "schema": {"type": "string", "enum": ["ab", *model_names], "default": "ab"},
                    "description": "a loaded model, or 'ab' to let the A/B router choose"}
+    key_chars = f"{KEY_CHAR}{{1,{MAX_KEY_CHARS}}}"
+    idempotency = {"name": IDEMPOTENCY_HEADER, "in": "header", "required": False,
+                   "schema": {"type": "string", "pattern": f'^({key_chars}|"{key_chars}")$'},
+                   "description": "one key per logical prediction (e.g. a UUID), bare or as a quoted string; a retry "
+                                  "with the same key logs no second row and answers the same prediction_id"}
     arm_param = {"name": "arm", "in": "query", "required": False, "schema": {"type": "string", "enum": arm_names},
                  "description": "force an A/B arm (only with model=ab)"}
     audio_errors = (400, 413, 415)
+    logged_errors = (*audio_errors, 422)
     hop_param = {"name": "hop", "in": "query", "required": False,
                  "schema": {"type": "number", "minimum": MIN_HOP_SECONDS, "maximum": MAX_HOP_SECONDS,
                             "default": DEFAULT_HOP_SECONDS},
@@ -187,17 +196,17 @@ def openapi_document(model_names: list[str], arm_names: list[str], max_upload_by
         "/RNA": {
             "get": {"summary": "usage of the reference API", "responses": {"200": _json({"type": "object"}, "usage")}},
             "post": {"summary": "the reference API: a list with one object of four keys",
-                     "requestBody": _audio_body("file1"),
-                     "responses": {"200": _json(_ref("CompatAnswer"), "the reference answer"), **_errors(*audio_errors)}},
+                     "parameters": [idempotency], "requestBody": _audio_body("file1"),
+                     "responses": {"200": _json(_ref("CompatAnswer"), "the reference answer"), **_errors(*logged_errors)}},
         },
         "/v2/predict": {"post": {
-            "summary": "instruments in one clip, from one model or the A/B router", "parameters": [model_param, arm_param, client],
+            "summary": "instruments in one clip, from one model or the A/B router", "parameters": [model_param, arm_param, client, idempotency],
             "requestBody": _audio_body(),
-            "responses": {"200": _json(_ref("PredictResponse"), "the prediction"), **_errors(400, 404, 413, 415)},
+            "responses": {"200": _json(_ref("PredictResponse"), "the prediction"), **_errors(400, 404, 413, 415, 422)},
         }},
         "/v2/compare": {"post": {
-            "summary": "every loaded model on the same clip", "parameters": [client], "requestBody": _audio_body(),
-            "responses": {"200": _json(_ref("CompareResponse"), "side-by-side predictions"), **_errors(*audio_errors)},
+            "summary": "every loaded model on the same clip", "parameters": [client, idempotency], "requestBody": _audio_body(),
+            "responses": {"200": _json(_ref("CompareResponse"), "side-by-side predictions"), **_errors(*logged_errors)},
         }},
         "/v2/analyze": {"post": {
             "summary": "the per-window timeline of a recording of any length (not logged as a prediction)",

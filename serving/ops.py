@@ -43,6 +43,11 @@ class ServingMetrics:
             "instrument_id_analyzed_audio_seconds", "Seconds of audio analyzed by /v2/analyze", ["model"],
             registry=self.registry,
         )
+        self.replayed = Counter(
+            "instrument_id_predictions_replayed",
+            "Requests whose Idempotency-Key was already logged for the same request (a retry after a lost answer): "
+            "answered with the logged prediction id, not logged again", ["route"], registry=self.registry,
+        )
 
     def observe(self, route: str, method: str, status: int, arm: str, model: str, seconds: float) -> None:
         """Count one answered request."""

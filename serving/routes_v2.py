@@ -1,4 +1,8 @@
-"""The v2 API: predict (one model or the A/B router), compare (every model on one clip), models, feedback, report."""
+"""The v2 API: predict (one model or the A/B router), compare (every model on one clip), models, feedback, report.
+
+Predict, compare (and /RNA) take an Idempotency-Key header: a retry with the same key logs no second row and
+answers the logged prediction id (serving/idempotency.py).
+"""
 
 from __future__ import annotations
 
@@ -14,6 +18,7 @@ from model_zoo import ClipPrediction
 from serving.ab import ab_report
 from serving.decode import check_json_object, decode_request, read_json_body
 from serving.errors import ApiError
+from serving.idempotency import KeyedRequest, idempotency_key, keyed_request
 from serving.models import ClipAnalysis, ServedModel
 from serving.store import PredictionRecord
 
@@ -38,8 +43,10 @@ def client_id() -> str | None:
     return value[:MAX_CLIENT_ID_CHARS] or None
 
 
-def choose_model(current: "ServingState", model_name: str | None, arm_name: str | None) -> tuple[ServedModel, str | None]:
-    """(model, arm): a named model (no arm), a named arm, or the A/B router's pick for this client."""
+def choose_model(current: "ServingState", model_name: str | None, arm_name: str | None,
+                 key: str | None = None) -> tuple[ServedModel, str | None]:
+    """(model, arm): a named model (no arm), a named arm, or the A/B router's pick for this client (for a request
+    without X-Client-Id, by its Idempotency-Key, so that its retries land on the same arm)."""
     model_name = model_name or AB
     if model_name != AB and arm_name:
         raise ApiError(400, f"ask for either model={model_name} or arm={arm_name}, not both")
@@ -52,7 +59,7 @@ def choose_model(current: "ServingState", model_name: str | None, arm_name: str 
             raise ApiError(404, f"unknown A/B arm {arm_name!r}; arms: {', '.join(current.router.by_name)}")
         arm = current.router.by_name[arm_name]
     else:
-        arm = current.router.assign(client_id())
+        arm = current.router.assign(client_id() or key)
     return current.models[arm.model], arm.name
 
 
@@ -82,14 +89,15 @@ def windows_list(result: ClipPrediction, window_seconds: float) -> list[dict[str
 
 
 def make_record(model: ServedModel, result: ClipPrediction, analysis: ClipAnalysis, route: str, arm: str | None,
-                total_ms: float, compare_group: str | None = None) -> PredictionRecord:
-    """The log row of one model's prediction."""
+                total_ms: float, keyed: KeyedRequest | None, compare_group: str | None = None) -> PredictionRecord:
+    """The log row of one model's prediction (its id derived from the Idempotency-Key when there is one)."""
     return PredictionRecord(
-        id=uuid.uuid4().hex, ts=time.time(), route=route, arm=arm, model=model.name, model_version=model.version,
+        id=keyed.prediction_id(model.name) if keyed else uuid.uuid4().hex, ts=time.time(), route=route, arm=arm, model=model.name, model_version=model.version,
         latency_ms=total_ms, decode_ms=analysis.clip.decode_ms, features_ms=analysis.features_ms, model_ms=result.model_ms,
         probabilities={c: round(float(p), 6) for c, p in zip(column_names(), result.probabilities)},
         instruments=[c for c, d in zip(column_names(), result.decisions) if d],
         request_bytes=analysis.clip.request_bytes, client_id=client_id(), compare_group=compare_group,
+        idempotency_key=keyed.key if keyed else None, request_fingerprint=keyed.fingerprint if keyed else None,
     )
 
 
@@ -102,11 +110,13 @@ def predict_request(route: str, model_name: str | None, arm_name: str | None, an
                     ) -> tuple[ServedModel, str | None, ClipPrediction, ClipAnalysis, PredictionRecord]:
     """Decode, route, score and log one clip; the log is committed before this returns."""
     current = state()
-    model, arm = choose_model(current, model_name, arm_name)
+    key = idempotency_key(request.headers)
+    model, arm = choose_model(current, model_name, arm_name, key)
     g.arm, g.model = arm, model.name
     analysis = ClipAnalysis(decode_request(request, current.config.max_analyze_bytes, any_file_field))
+    keyed = keyed_request(current, key, route, (model_name, arm_name), analysis.clip)
     result = model.predict(analysis)
-    record = make_record(model, result, analysis, route, arm, elapsed_ms())
+    record = make_record(model, result, analysis, route, arm, elapsed_ms(), keyed)
     current.store.log_predictions([record])
     g.prediction_id = record.id
     return model, arm, result, analysis, record
@@ -134,12 +144,14 @@ def predict():
 def compare():
     """Every loaded model on the same clip (features computed once), side by side, logged under one compare group."""
     current = state()
+    key = idempotency_key(request.headers)
     analysis = ClipAnalysis(decode_request(request, current.config.max_analyze_bytes))
-    group = uuid.uuid4().hex
+    keyed = keyed_request(current, key, "/v2/compare", (), analysis.clip)
+    group = keyed.compare_group() if keyed else uuid.uuid4().hex
     scored = [(model, model.predict(analysis)) for model in current.models.values()]
     total_ms = elapsed_ms()
     records = [
-        make_record(model, result, analysis, "/v2/compare", current.router.arm_of_model(model.name), total_ms, group)
+        make_record(model, result, analysis, "/v2/compare", current.router.arm_of_model(model.name), total_ms, keyed, group)
         for model, result in scored
     ]
     current.store.log_predictions(records)

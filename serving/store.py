@@ -19,7 +19,8 @@ from typing import Any, Callable, Iterable, TypeVar
 
 from instrument_id.errors import InstrumentIdError
 from serving.report_sql import ReportAggregates, report_aggregates
-from serving.store_sql import ADDED_COLUMNS, UPSERT_FEEDBACK_SQL, insert_predictions_sql, instrument_mask, schema_statements
+from serving.store_sql import (ADDED_COLUMNS, LOGGED_FINGERPRINTS_SQL, UPSERT_FEEDBACK_SQL, insert_predictions_sql,
+                               instrument_mask, schema_statements)
 
 BUSY_TIMEOUT_MS = 1000  # another process's commit takes well under a millisecond; a lock held longer is a fault
 T = TypeVar("T")
@@ -42,7 +43,8 @@ class LogUnavailableError(Exception):
 
 @dataclass(frozen=True)
 class PredictionRecord:
-    """One logged prediction; probabilities {column: p} and instruments [columns] are stored as JSON."""
+    """One logged prediction; probabilities {column: p} and instruments [columns] are stored as JSON. A request sent
+    with an Idempotency-Key also stores the key and its request's fingerprint (serving/idempotency.py)."""
 
     id: str
     ts: float
@@ -59,6 +61,8 @@ class PredictionRecord:
     request_bytes: int
     client_id: str | None
     compare_group: str | None
+    idempotency_key: str | None = None
+    request_fingerprint: str | None = None
 
     def row(self) -> tuple:
         """The values in INSERT_COLUMNS order: JSON fields encoded, the instruments' mask last (getattr per column:
@@ -115,7 +119,8 @@ class PredictionStore:
 
     @staticmethod
     def _add_mask_columns(connection: sqlite3.Connection) -> None:
-        """Older logs: add the masks (and feedback's copied arm) and fill them from the rows, in one transaction."""
+        """Older logs: add the masks (and feedback's copied arm) and fill them from the rows, and the idempotency
+        columns (NULL: no key), in one transaction."""
         connection.create_function("instrument_mask", 1, lambda text: instrument_mask(json.loads(text)), deterministic=True)
         connection.execute("BEGIN IMMEDIATE")
         try:
@@ -123,7 +128,8 @@ class PredictionStore:
                 present = {row[1] for row in connection.execute(f"PRAGMA table_info({table})")}
                 if present and column not in present:
                     connection.execute(f"ALTER TABLE {table} ADD COLUMN {column}")
-                    connection.execute(f"UPDATE {table} SET {column} = {value_sql}")
+                    if value_sql is not None:
+                        connection.execute(f"UPDATE {table} SET {column} = {value_sql}")
             connection.execute("COMMIT")
         except BaseException:
             connection.execute("ROLLBACK")
@@ -179,7 +185,17 @@ class PredictionStore:
         return self._write(lambda connection: connection.execute(UPSERT_FEEDBACK_SQL, args).rowcount > 0)
 
     def _fetch(self, sql: str, args: tuple = ()) -> list[tuple]:
-        return self._connection().execute(sql, args).fetchall()
+        try:
+            return self._connection().execute(sql, args).fetchall()
+        except sqlite3.Error as exc:
+            reason = unavailable_reason(exc)
+            if reason is None:
+                raise
+            raise LogUnavailableError(reason, f"{self.path}: {exc}") from exc
+
+    def logged_fingerprints(self, idempotency_key: str) -> set[str]:
+        """The request fingerprints logged under an Idempotency-Key (empty when the key is new)."""
+        return {row[0] for row in self._fetch(LOGGED_FINGERPRINTS_SQL, (idempotency_key,))}
 
     def report_aggregates(self, arm_names: list[str]) -> ReportAggregates:
         """The A/B report's counts, percentiles and sums of the named arms, computed by SQLite."""

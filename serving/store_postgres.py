@@ -19,7 +19,8 @@ from urllib.parse import urlsplit, urlunsplit
 from instrument_id.errors import InstrumentIdError
 from serving.store import INSERT_COLUMNS, LogUnavailableError, PredictionRecord
 from serving.report_sql import ReportAggregates, report_aggregates
-from serving.store_sql import UPSERT_FEEDBACK_SQL, insert_predictions_sql, instrument_mask, schema_statements
+from serving.store_sql import (LOGGED_FINGERPRINTS_SQL, UPSERT_FEEDBACK_SQL, insert_predictions_sql, instrument_mask,
+                               schema_statements)
 
 CONNECT_TIMEOUT_SECONDS = 2
 LOCK_TIMEOUT_MS = 1000
@@ -77,12 +78,12 @@ class PostgresStore:
                                      options=f"-c lock_timeout={LOCK_TIMEOUT_MS}")
 
     def init_schema(self) -> None:
-        """Create the tables and indexes (idempotent, safe with replicas starting at once); the connection is
-        closed so no fork inherits it."""
+        """Create the tables and indexes (idempotent, safe with replicas starting at once), adding the idempotency
+        columns to a log made before them; the connection is closed so no fork inherits it."""
         try:
             with self._open() as connection, connection.transaction():
                 connection.execute("SELECT pg_advisory_xact_lock(%s)", (SCHEMA_LOCK_KEY,))
-                for statement in schema_statements("DOUBLE PRECISION"):
+                for statement in schema_statements("DOUBLE PRECISION", add_key_columns=True):
                     connection.execute(statement)
         except self._psycopg.Error as exc:
             raise InstrumentIdError(f"{self.describe()}: cannot open the prediction log ({str(exc).strip()})") from None
@@ -125,6 +126,10 @@ class PostgresStore:
 
     def _fetch(self, sql: str, args: tuple = ()) -> list[tuple]:
         return self._call(lambda connection: connection.execute(_dialect(sql), args).fetchall())
+
+    def logged_fingerprints(self, idempotency_key: str) -> set[str]:
+        """The request fingerprints logged under an Idempotency-Key by any replica (empty when the key is new)."""
+        return {row[0] for row in self._fetch(LOGGED_FINGERPRINTS_SQL, (idempotency_key,))}
 
     def report_aggregates(self, arm_names: list[str]) -> ReportAggregates:
         """The A/B report's counts, percentiles and sums of the named arms, computed by PostgreSQL over every

@@ -5,6 +5,10 @@ column j of column_names()), so that the A/B report (serving/report_sql.py) sums
 instead of reading every logged row into Python. A feedback row copies its prediction's arm and mask when it is
 written (neither ever changes), so the report's feedback sums read the feedback table alone.
 
+A prediction sent with an Idempotency-Key (serving/idempotency.py) stores the key and a fingerprint of its request;
+the unique index on (idempotency_key, model) and the id derived from the key make a retried request's insert a
+no-op, so a retry never logs a second row.
+
 Statements use '?' placeholders; a backend whose driver wants another style rewrites them (no statement holds a
 literal '?' or '%').
 """
@@ -38,6 +42,8 @@ CREATE TABLE IF NOT EXISTS predictions (
     request_bytes INTEGER NOT NULL,
     client_id TEXT,
     compare_group TEXT,
+    idempotency_key TEXT,
+    request_fingerprint TEXT,
     instruments_mask INTEGER
 );
 DROP INDEX IF EXISTS predictions_arm;
@@ -45,6 +51,9 @@ DROP INDEX IF EXISTS predictions_group;
 CREATE INDEX IF NOT EXISTS predictions_routed_latency ON predictions (arm, latency_ms) WHERE compare_group IS NULL;
 CREATE INDEX IF NOT EXISTS predictions_compared ON predictions (compare_group, arm, instruments_mask)
     WHERE compare_group IS NOT NULL;
+{add_key_columns}
+CREATE UNIQUE INDEX IF NOT EXISTS predictions_idempotency ON predictions (idempotency_key, model)
+    WHERE idempotency_key IS NOT NULL;
 CREATE TABLE IF NOT EXISTS feedback (
     prediction_id TEXT PRIMARY KEY REFERENCES predictions (id),
     true_labels TEXT NOT NULL,
@@ -60,12 +69,20 @@ ADDED_COLUMNS = (
     ("feedback", "true_mask", "instrument_mask(true_labels)"),
     ("feedback", "arm", "(SELECT arm FROM predictions WHERE id = prediction_id)"),
     ("feedback", "predicted_mask", "(SELECT instruments_mask FROM predictions WHERE id = prediction_id)"),
+    # rows logged before Idempotency-Key had none: NULL, which the unique index leaves out
+    ("predictions", "idempotency_key", None),
+    ("predictions", "request_fingerprint", None),
 )
+KEY_COLUMNS = [column for _, column, fill_sql in ADDED_COLUMNS if fill_sql is None]
 
 
-def schema_statements(real_type: str) -> list[str]:
-    """The CREATE statements, one string each, with the backend's 8-byte float type."""
-    return [s.strip() for s in SCHEMA_TEMPLATE.format(real=real_type).split(";") if s.strip()]
+def schema_statements(real_type: str, add_key_columns: bool = False) -> list[str]:
+    """The CREATE statements, one string each, with the backend's 8-byte float type; add_key_columns: also ALTER a
+    predictions table made before the idempotency columns (PostgreSQL's ADD COLUMN IF NOT EXISTS; SQLite, which
+    lacks it, adds them in PredictionStore's migration before these run)."""
+    alters = ";".join(f"ALTER TABLE predictions ADD COLUMN IF NOT EXISTS {column} TEXT" for column in KEY_COLUMNS)
+    text = SCHEMA_TEMPLATE.format(real=real_type, add_key_columns=alters + ";" if add_key_columns else "")
+    return [s.strip() for s in text.split(";") if s.strip()]
 
 
 def instrument_mask(columns: Iterable[str]) -> int:
@@ -74,9 +91,13 @@ def instrument_mask(columns: Iterable[str]) -> int:
 
 
 def insert_predictions_sql(columns: list[str]) -> str:
-    """INSERT of one prediction row; a row already logged (a retried commit that had landed) is left as it is."""
+    """INSERT of one prediction row; a row already logged is left as it is: a retried commit that had landed (same
+    id), or a retried request of the same Idempotency-Key (same key and model; no conflict target, so both count)."""
     return (f"INSERT INTO predictions ({', '.join(columns)}) VALUES ({', '.join('?' for _ in columns)}) "
-            "ON CONFLICT (id) DO NOTHING")
+            "ON CONFLICT DO NOTHING")
+
+
+LOGGED_FINGERPRINTS_SQL = "SELECT DISTINCT request_fingerprint FROM predictions WHERE idempotency_key = ?"
 
 
 # args (prediction_id, true_labels JSON, ts, true_mask, prediction_id); no row is written for an unknown id

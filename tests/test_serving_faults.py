@@ -6,9 +6,11 @@ import concurrent.futures
 import json
 import os
 import signal
+import socket
 import sqlite3
 import threading
 import time
+import uuid
 
 import pytest
 
@@ -20,6 +22,7 @@ from serving_fixture import app_config, encode, music_clip, needs_training, serv
 
 pytestmark = needs_training
 UNLOGGED = "instrument_id_predictions_unlogged_total"
+REPLAYED = "instrument_id_predictions_replayed_total"
 
 
 @pytest.fixture(scope="module")
@@ -47,11 +50,12 @@ def wait_until(condition, timeout_s: float = 60.0, what: str = "condition") -> N
         time.sleep(0.05)
 
 
-def test_sigkilled_workers_are_replaced_and_every_answered_prediction_is_logged(folders, clips, tmp_path, capsys):
-    """Eight clients send 240 predictions; one worker, later both at once, are SIGKILLed while requests are in
-    flight. The master starts new ones, every client gets its answer by retrying, and each answered prediction id is in the log
-    (the row is committed before the answer leaves). A row more than the answers can only be a request whose
-    worker died between its commit and its answer: at most one per killed sync worker."""
+def test_sigkilled_workers_are_replaced_and_the_log_holds_exactly_the_answered_predictions(folders, clips, tmp_path, capsys):
+    """Eight clients send 240 predictions, each with an Idempotency-Key of its own that every retry repeats; one
+    worker, later both at once, are SIGKILLed while requests are in flight. The master starts new ones, every
+    client gets its answer by retrying, and the log holds exactly the answered prediction ids: none missing (the
+    row is committed before the answer leaves) and none extra (a worker that died between its commit and its
+    answer left a row under the key's id, which the retry answers instead of logging a second one)."""
     config_path = tmp_path / "serve.json"
     config_path.write_text(json.dumps(app_config(folders, tmp_path / "log.sqlite")))
     jobs = 240
@@ -62,8 +66,8 @@ def test_sigkilled_workers_are_replaced_and_every_answered_prediction_is_logged(
         answered_count = threading.Semaphore(0)
 
         def one(i: int) -> tuple[int, dict, int]:
-            status, body, failures = call_retrying(f"{server.base}/v2/predict", clips[i % 3],
-                                                   {"Content-Type": "audio/wav", "X-Client-Id": f"c{i % 40}"})
+            headers = {"Content-Type": "audio/wav", "X-Client-Id": f"c{i % 40}", "Idempotency-Key": str(uuid.uuid4())}
+            status, body, failures = call_retrying(f"{server.base}/v2/predict", clips[i % 3], headers)
             answered_count.release()
             return status, body, failures
 
@@ -87,13 +91,33 @@ def test_sigkilled_workers_are_replaced_and_every_answered_prediction_is_logged(
         answered = {body["prediction_id"] for _, body, _ in results}
         logged = logged_ids(tmp_path / "log.sqlite")
         assert metric_total(server.metrics(), UNLOGGED) == 0
+        replayed = metric_total(server.metrics(), REPLAYED)  # retries whose row a killed worker had committed
     retried = sum(failures for _, _, failures in results)
     with capsys.disabled():
         print(f"\nSIGKILL of {len(killed)} workers: {len(answered)} answered, {len(logged)} logged, "
-              f"{len(answered - logged)} answered but not logged, {retried} client retries")
+              f"{len(answered - logged)} answered but not logged, {retried} client retries, {replayed:.0f} of them "
+              "answered from a row their killed worker had committed")
     assert len(answered) == jobs
-    assert answered <= logged  # no answered prediction is missing from the log
-    assert len(logged - answered) <= len(killed)
+    assert logged == answered  # none missing, none extra
+
+
+def test_an_answer_lost_after_its_commit_is_answered_again_from_the_log_by_its_key(folders, clips, tmp_path):
+    """The fault the key exists for, made on purpose: the client sends its whole request and hangs up, so the worker
+    commits the row and its answer goes nowhere; the retry with the same key answers that row's id, logs nothing
+    more, and /metrics counts it as a replay."""
+    config_path = tmp_path / "serve.json"
+    config_path.write_text(json.dumps(app_config(folders, tmp_path / "log.sqlite")))
+    key = str(uuid.uuid4())
+    with running_serve(config_path, tmp_path, workers=1) as server:
+        with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+            sock.sendall(f"POST /v2/predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: audio/wav\r\n"
+                         f"Idempotency-Key: {key}\r\nContent-Length: {len(clips[1])}\r\n\r\n".encode() + clips[1])
+        wait_until(lambda: len(logged_ids(tmp_path / "log.sqlite")) == 1, what="the lost answer's row")
+        lost = logged_ids(tmp_path / "log.sqlite")
+        status, body = call(f"{server.base}/v2/predict", clips[1], {"Content-Type": "audio/wav", "Idempotency-Key": key})
+        assert status == 200 and {body["prediction_id"]} == lost
+        assert logged_ids(tmp_path / "log.sqlite") == lost
+        assert metric_total(server.metrics(), REPLAYED, route="/v2/predict") == 1
 
 
 def test_a_locked_log_still_answers_counts_unlogged_and_logs_them_once_released(folders, clips, tmp_path):

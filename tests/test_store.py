@@ -3,6 +3,7 @@ and the in-memory queue that keeps predictions answering while the database is l
 
 from __future__ import annotations
 
+import dataclasses
 import random
 import sqlite3
 import time
@@ -148,6 +149,62 @@ def test_a_sqlite_log_written_before_the_masks_gains_them(tmp_path):
     assert (scores["feedback"]["true_positives"], scores["feedback"]["false_positives"],
             scores["feedback"]["false_negatives"]) == (1, 1, 1)
     log.close()
+
+
+def keyed(item: PredictionRecord, key: str, fingerprint: str, **changes) -> PredictionRecord:
+    """The record as a request sent with an Idempotency-Key logs it."""
+    return dataclasses.replace(item, idempotency_key=key, request_fingerprint=fingerprint, **changes)
+
+
+def test_a_key_logs_one_row_per_model_whatever_the_ids(log_db):
+    """The unique (idempotency_key, model) index: a second row of the same key and model is ignored even under
+    another id, another model's row of that key (a compare group) is kept, and rows without a key never clash."""
+    rng = random.Random(8)
+    log, _ = open_log(log_db)
+    first = keyed(record(rng, "A"), "key-1", "f1")
+    log.log_predictions([first])
+    log.log_predictions([keyed(record(rng, "A"), "key-1", "f1"), keyed(record(rng, "B"), "key-1", "f1")])
+    log.log_predictions([record(rng, "A"), record(rng, "A")])
+    assert len(log.prediction_ids()) == 4 and first.id in log.prediction_ids()
+    assert log.logged_fingerprints("key-1") == {"f1"} and log.logged_fingerprints("key-2") == set()
+    log.close()
+
+
+def run_sql(log_db, statements: list[str]) -> None:
+    """Statements on the log's database, outside the store (as an older version of it would have run them)."""
+    if isinstance(log_db, str):
+        import psycopg
+
+        with psycopg.connect(log_db, autocommit=True) as connection:
+            for statement in statements:
+                connection.execute(statement)
+        return
+    with sqlite3.connect(log_db) as connection:
+        for statement in statements:
+            connection.execute(statement)
+    connection.close()
+
+
+def test_a_log_written_before_idempotency_keys_gains_them_and_keeps_its_rows(log_db):
+    run_sql(log_db, [  # the predictions table as it was (masks, no key columns), with one prediction
+        """CREATE TABLE predictions (id TEXT PRIMARY KEY, ts REAL NOT NULL, route TEXT NOT NULL, arm TEXT,
+            model TEXT NOT NULL, model_version TEXT NOT NULL, latency_ms REAL NOT NULL, decode_ms REAL NOT NULL,
+            features_ms REAL NOT NULL, model_ms REAL NOT NULL, probabilities TEXT NOT NULL, instruments TEXT NOT NULL,
+            request_bytes INTEGER NOT NULL, client_id TEXT, compare_group TEXT, instruments_mask INTEGER)""",
+        "INSERT INTO predictions VALUES ('p1', 0, '/v2/predict', 'A', 'mlp', 'v1', 12.5, 0, 0, 0, '{}', '[]', 10, "
+        "NULL, NULL, 0)",
+    ])
+    log, _ = open_log(log_db)
+    retried = keyed(record(random.Random(9), "A"), "key-1", "f1")
+    log.log_predictions([retried])
+    log.log_predictions([retried])
+    assert log.prediction_ids() == {"p1", retried.id}
+    assert log.logged_fingerprints("key-1") == {"f1"}
+    assert ab_report(ROUTER, log.report_aggregates(ARMS))["arms"]["A"]["count"] == 2
+    log.close()
+    reopened, _ = open_log(log_db)  # the migration runs once: opening again changes nothing
+    assert reopened.prediction_ids() == {"p1", retried.id}
+    reopened.close()
 
 
 def test_a_locked_sqlite_log_still_answers_counts_the_rows_and_logs_them_later(tmp_path):
