@@ -1,7 +1,9 @@
 """Operations: /healthz, /readyz, Prometheus /metrics, and one structured JSON log line per request.
 
 prometheus_client decides at import whether values live in this process or in files shared by gunicorn's
-workers (PROMETHEUS_MULTIPROC_DIR set, as serve_cli does); /metrics then aggregates every worker's files.
+workers (PROMETHEUS_MULTIPROC_DIR set, as serve_cli does); /metrics then aggregates every worker's files. So the
+requests a buffered worker refuses before the app sees them (serving/worker.py: 408, 413, 431, 400) are counted
+there too, by the worker process that refused them.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from flask import Blueprint, Flask, Response, current_app, g, jsonify, request
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 
 from serving.errors import LOGGER
+from serving.request_buffer import REFUSAL_STATUS
 
 bp = Blueprint("ops", __name__)
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
@@ -48,6 +51,19 @@ class ServingMetrics:
             "Requests whose Idempotency-Key was already logged for the same request (a retry after a lost answer): "
             "answered with the logged prediction id, not logged again", ["route"], registry=self.registry,
         )
+
+        self.refused = Counter(
+            "instrument_id_http_refused",
+            "Requests a buffered worker answered before the app saw them: late (408), too large (413, 431), with a "
+            "malformed chunked body, or refused by gunicorn's parser (400, 414, 431, ...)", ["status", "reason"],
+            registry=self.registry,
+        )
+        for reason, status in REFUSAL_STATUS.items():  # every series exists from the start, at 0
+            self.refused.labels(str(status), reason)
+
+    def count_refusal(self, status: int, reason: str) -> None:
+        """Count one request refused before the app (the worker's hook)."""
+        self.refused.labels(str(status), reason).inc()
 
     def observe(self, route: str, method: str, status: int, arm: str, model: str, seconds: float) -> None:
         """Count one answered request."""

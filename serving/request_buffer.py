@@ -24,6 +24,11 @@ CRLF2 = b"\r\n\r\n"
 MAX_CHUNK_LINE_BYTES = 4096
 READ_BLOCK_BYTES = 64 * 1024
 REASONS = {400: "Bad Request", 408: "Request Timeout", 413: "Content Too Large", 431: "Request Header Fields Too Large"}
+# why a request is refused before the app sees it -> its status: the label values of /metrics' refusal counter
+REFUSAL_STATUS = {
+    "headers_timeout": 408, "body_timeout": 408, "headers_too_large": 431, "declared_body_too_large": 413,
+    "body_too_large": 413, "chunk_line_too_long": 400, "bad_chunk_size": 400,
+}
 
 
 @dataclass(frozen=True)
@@ -44,11 +49,12 @@ class ReadLimits:
 
 
 class Refusal(Exception):
-    """A request answered before the app sees it: the status and a message a person can act on."""
+    """A request answered before the app sees it: why (a REFUSAL_STATUS key), its status, and a message a person
+    can act on."""
 
-    def __init__(self, status: int, message: str) -> None:
+    def __init__(self, reason: str, message: str) -> None:
         super().__init__(message)
-        self.status, self.message = status, message
+        self.reason, self.status, self.message = reason, REFUSAL_STATUS[reason], message
 
 
 def refusal_response(status: int, message: str) -> bytes:
@@ -79,7 +85,7 @@ class ChunkedEnd:
             if newline < 0:
                 self.line += data[at:]
                 if len(self.line) > MAX_CHUNK_LINE_BYTES:
-                    raise Refusal(400, f"a chunk-size or trailer line is longer than {MAX_CHUNK_LINE_BYTES} bytes")
+                    raise Refusal("chunk_line_too_long", f"a chunk-size or trailer line is longer than {MAX_CHUNK_LINE_BYTES} bytes")
                 return None
             self.line += data[at:newline]
             at = newline + 1
@@ -92,7 +98,7 @@ class ChunkedEnd:
             try:
                 size = int(line.split(b";", 1)[0].strip(), 16)
             except ValueError:
-                raise Refusal(400, f"malformed chunk size line {line[:40]!r} in a chunked body") from None
+                raise Refusal("bad_chunk_size", f"malformed chunk size line {line[:40]!r} in a chunked body") from None
             if size == 0:
                 self.in_trailer = True
             else:
@@ -126,16 +132,17 @@ class PendingRequest:
             return self.started + self.limits.read_timeout_seconds
         return self.headers_at + self.limits.read_timeout_seconds + self.body_bytes / self.limits.min_upload_bytes_per_second
 
-    def overdue_message(self, now: float) -> str:
-        """The 408 message for a request still incomplete at its deadline."""
+    def overdue(self, now: float) -> Refusal:
+        """The 408 of a request still incomplete at its deadline: its headers late, or its body."""
         waited = now - self.started
         if self.headers_at is None:
-            return (f"the request headers did not arrive within {self.limits.read_timeout_seconds:g} s "
-                    f"({len(self.head):,} bytes received); send the whole request at once")
+            return Refusal("headers_timeout", f"the request headers did not arrive within "
+                           f"{self.limits.read_timeout_seconds:g} s ({len(self.head):,} bytes received); "
+                           "send the whole request at once")
         expected = f" of {self.content_length:,}" if self.content_length is not None else ""
-        return (f"the request body did not arrive in time: {self.body_bytes:,}{expected} bytes in {waited:.1f} s (the server "
-                f"waits {self.limits.read_timeout_seconds:g} s plus 1 s per {self.limits.min_upload_bytes_per_second:,.0f} "
-                "bytes received); send the body at once")
+        return Refusal("body_timeout", f"the request body did not arrive in time: {self.body_bytes:,}{expected} bytes "
+                       f"in {waited:.1f} s (the server waits {self.limits.read_timeout_seconds:g} s plus 1 s per "
+                       f"{self.limits.min_upload_bytes_per_second:,.0f} bytes received); send the body at once")
 
     def feed(self, data: bytes, now: float) -> None:
         """Take the next bytes received; a request the server will not read on raises Refusal."""
@@ -151,7 +158,7 @@ class PendingRequest:
                 if not self.head:
                     self.head = bytearray(data)
                 if len(self.head) > self.limits.max_header_bytes:
-                    raise Refusal(431, f"the request headers are larger than {self.limits.max_header_bytes:,} bytes")
+                    raise Refusal("headers_too_large", f"the request headers are larger than {self.limits.max_header_bytes:,} bytes")
                 return
             view = memoryview(buffer)
             self._read_head(bytes(view[:end + 4]), now)
@@ -179,7 +186,7 @@ class PendingRequest:
             elif name == b"content-length" and value.isdigit() and self.content_length is None:
                 self.content_length = int(value)
                 if self.content_length > self.body_limit:
-                    raise Refusal(413, f"the request body is larger than the {self.body_limit:,}-byte limit")
+                    raise Refusal("declared_body_too_large", f"the request body is larger than the {self.body_limit:,}-byte limit")
             kept.append(line)
         self.head_bytes = b"\r\n".join(kept) + CRLF2
         # no body to wait for, or a framing gunicorn will refuse (several or malformed lengths): hand it on now
@@ -196,7 +203,7 @@ class PendingRequest:
             self.complete = self.body_bytes + len(data) >= self.content_length
         self.body_bytes += len(data)
         if self.body_bytes > self.body_limit:
-            raise Refusal(413, f"the request body is larger than the {self.body_limit:,}-byte limit")
+            raise Refusal("body_too_large", f"the request body is larger than the {self.body_limit:,}-byte limit")
         if self.spill is None and len(self.body) + len(data) > self.limits.spool_memory_bytes:
             self.spill = tempfile.TemporaryFile()
             self.spill.write(self.body)

@@ -78,16 +78,19 @@ def _child_exit(server: Any, worker: Any) -> None:
 
 
 def _worker_class(app: Any, args: argparse.Namespace) -> Any:
-    """gunicorn's worker_class: a name, or the buffered worker class with the app's body limits and ours on time."""
+    """gunicorn's worker_class: a name, or the buffered worker class with the app's body limits, ours on time, and
+    the app's metrics counting what it refuses."""
     if args.worker_class != "buffered":
         return args.worker_class
     from serving.worker import buffered_worker_class
 
-    config = app.extensions["instrument_id"].config
-    return buffered_worker_class(ReadLimits(
+    state = app.extensions["instrument_id"]
+    limits = ReadLimits(
         read_timeout_seconds=args.read_timeout, min_upload_bytes_per_second=args.min_upload_rate,
-        max_body_bytes=config.max_upload_bytes, large_body_routes=(("/v2/analyze", config.max_analyze_upload_bytes),),
-    ))
+        max_body_bytes=state.config.max_upload_bytes,
+        large_body_routes=(("/v2/analyze", state.config.max_analyze_upload_bytes),),
+    )
+    return buffered_worker_class(limits, count_refusal=state.metrics.count_refusal)
 
 
 def _serve_gunicorn(app: Any, args: argparse.Namespace) -> int:

@@ -6,8 +6,10 @@ the worker until it finishes, and a handful of them hold every worker. This work
 selector holds every connection it has accepted (up to max_connections_per_worker), feeds each one's bytes to
 a PendingRequest (serving/request_buffer.py), and runs the app (SyncWorker.handle_request, gunicorn's own parser
 over the buffered bytes) only for requests that have fully arrived. A request still incomplete at its deadline
-is answered 408 with a JSON error and closed; one that declares or sends too much, 413 or 431. Closing lingers in
-the selector (FIN, then drain until the client closes), never blocking the worker as a slow reader could.
+is answered 408 with a JSON error and closed; one that declares or sends too much, 413 or 431. Each refusal is
+counted (status, reason) in /metrics, as the app's own answers are, and so is a request gunicorn's parser refuses
+afterwards (a malformed request line 400, a header field past its 8 kB 431). Closing lingers in the selector
+(FIN, then drain until the client closes), never blocking the worker as a slow reader could.
 
 Fast clients see what sync workers gave them: a worker only accepts when it has no complete request waiting, and
 reads a new connection at once (on loopback the request is already there), so requests still go to the first
@@ -18,11 +20,12 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 import selectors
 import socket
 import time
 from collections import deque
-from typing import Any
+from typing import Any, Callable
 
 from gunicorn import http, util
 from gunicorn.workers.sync import SyncWorker
@@ -35,6 +38,7 @@ LINGER_SECONDS = 2.0  # how long a closed connection may take to read its answer
 MAX_DRAIN_BYTES = 64 * 1024
 SELECT_SECONDS = 1.0  # the longest wait between heartbeats to the master
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+CAMEL_WORD = re.compile(r"(?<!^)(?=[A-Z])")  # LimitRequestHeaders -> limit_request_headers, a refusal reason
 
 
 class Connection:
@@ -45,10 +49,31 @@ class Connection:
         self.continued = False
 
 
+class AnswerStatus:
+    """A client socket that keeps the status of the answer sent through it (gunicorn's error handler writes its own)."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock, self.status = sock, None
+
+    def sendall(self, data: bytes) -> None:
+        """Send, noting the status of the first status line."""
+        if self.status is None:
+            fields = bytes(data[:32]).split(b" ", 2)
+            self.status = int(fields[1]) if len(fields) > 1 and fields[1].isdigit() else None
+        self.sock.sendall(data)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.sock, name)
+
+
 class BufferedWorker(SyncWorker):
     """A gunicorn worker that reads whole requests in a selector before computing one at a time."""
 
-    limits = ReadLimits()  # buffered_worker_class() makes a subclass with the server's limits
+    limits = ReadLimits()  # buffered_worker_class() makes a subclass with the server's limits and refusal counter
+
+    @staticmethod
+    def count_refusal(status: int, reason: str) -> None:
+        """Count a refused request (the default counts nothing)."""
 
     def run(self) -> None:
         """Accept, read and answer until stopped (SIGTERM: answer what was accepted, up to the graceful timeout)."""
@@ -109,7 +134,7 @@ class BufferedWorker(SyncWorker):
                 self._read(key.data)
         now = time.monotonic()
         for conn in [c for c in self.reading.values() if c.request.deadline <= now]:
-            self._refuse(conn, Refusal(408, conn.request.overdue_message(now)))
+            self._refuse(conn, conn.request.overdue(now))
         for sock in [s for s, until in self.lingering.items() if until <= now]:
             self._close(sock)
 
@@ -163,6 +188,7 @@ class BufferedWorker(SyncWorker):
         self._forget(conn)
         conn.request.close()
         self.log.info("refused %s %s: %s %s", conn.addr, conn.request.path or "-", refusal.status, refusal.message)
+        self.count_refusal(refusal.status, refusal.reason)
         _send_some(conn.sock, refusal_response(refusal.status, refusal.message))
         self._linger(conn.sock)
 
@@ -179,7 +205,10 @@ class BufferedWorker(SyncWorker):
             if exc.errno not in (errno.EPIPE, errno.ECONNRESET, errno.ENOTCONN, None):
                 self.log.exception("Socket error processing request.")
         except BaseException as exc:  # noqa: BLE001 - gunicorn's own handler answers (a parse error is a 400)
-            self.handle_error(req, sock, conn.addr, exc)
+            answer = AnswerStatus(sock)
+            self.handle_error(req, answer, conn.addr, exc)
+            if answer.status is not None and answer.status < 500:  # its parser refused the request: the app never saw it
+                self.count_refusal(answer.status, CAMEL_WORD.sub("_", type(exc).__name__).lower())
         finally:
             conn.request.close()
             self._linger(sock)
@@ -226,6 +255,8 @@ def _drain_pipe(fd: int) -> None:
         pass
 
 
-def buffered_worker_class(limits: ReadLimits) -> type[BufferedWorker]:
-    """A BufferedWorker subclass with these limits (gunicorn takes a worker class; its processes inherit this one)."""
-    return type("BufferedWorker", (BufferedWorker,), {"limits": limits, "__doc__": BufferedWorker.__doc__})
+def buffered_worker_class(limits: ReadLimits, count_refusal: Callable[[int, str], None]) -> type[BufferedWorker]:
+    """A BufferedWorker subclass with these limits, calling count_refusal(status, reason) for each request it refuses
+    (gunicorn takes a worker class; its processes inherit this one)."""
+    return type("BufferedWorker", (BufferedWorker,), {"limits": limits, "count_refusal": staticmethod(count_refusal),
+                                                      "__doc__": BufferedWorker.__doc__})

@@ -50,10 +50,14 @@ def test_deadlines_headers_within_the_read_timeout_then_a_second_per_min_rate_by
     pending = new(100.0)
     pending.feed(b"POST /v2/predict HTTP/1.1\r\n", now=101.0)
     assert pending.deadline == 110.0
-    assert "headers did not arrive within 10 s" in pending.overdue_message(110.0)
+    late_headers = pending.overdue(110.0)
+    assert (late_headers.status, late_headers.reason) == (408, "headers_timeout")
+    assert "headers did not arrive within 10 s" in late_headers.message
     pending.feed(b"Content-Length: 4000\r\n\r\n" + bytes(2000), now=103.0)
     assert pending.deadline == 103.0 + 10.0 + 2.0  # 2000 bytes at 1000 bytes/s earn two seconds
-    assert "2,000 of 4,000 bytes in 15.0 s" in pending.overdue_message(115.0)
+    late_body = pending.overdue(115.0)
+    assert (late_body.status, late_body.reason) == (408, "body_timeout")
+    assert "2,000 of 4,000 bytes in 15.0 s" in late_body.message
 
 
 def test_a_chunked_body_ends_at_its_last_chunk_and_trailers(new):
@@ -96,7 +100,7 @@ def test_a_declared_length_over_the_routes_limit_is_refused_before_the_body(new,
         return
     with pytest.raises(Refusal, match="larger than the") as refused:
         pending.feed(_head(path, f"Content-Length: {declared}\r\n"), now=0.0)
-    assert refused.value.status == status
+    assert (refused.value.status, refused.value.reason) == (status, "declared_body_too_large")
 
 
 def test_too_many_chunked_bytes_and_too_large_headers_are_refused(new):
@@ -104,10 +108,10 @@ def test_too_many_chunked_bytes_and_too_large_headers_are_refused(new):
     pending.feed(_head(headers="Transfer-Encoding: chunked\r\n"), now=0.0)
     with pytest.raises(Refusal) as refused:
         pending.feed(b"1770\r\n" + bytes(6000), now=0.0)
-    assert refused.value.status == 413
+    assert (refused.value.status, refused.value.reason) == (413, "body_too_large")
     with pytest.raises(Refusal) as refused:
         new().feed(b"GET / HTTP/1.1\r\nX-Long: " + b"a" * 300, now=0.0)
-    assert refused.value.status == 431
+    assert (refused.value.status, refused.value.reason) == (431, "headers_too_large")
 
 
 def test_a_refusal_is_a_whole_http_answer_with_a_json_error():

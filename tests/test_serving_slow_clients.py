@@ -1,7 +1,8 @@
 """`instrument-id serve` (buffered workers, the default) under slow clients: 64 connections that trickle a body a
 byte a second or stop part-way, while normal clients keep getting answers; the slow ones are answered 408 once
 their read deadline passes. Also through the real server: chunked and Expect: 100-continue uploads, and a body
-refused from its Content-Length alone.
+refused from its Content-Length alone, or headers past their limit. Every refusal is counted in /metrics by status
+and reason.
 """
 
 from __future__ import annotations
@@ -17,13 +18,14 @@ import pytest
 pytest.importorskip("gunicorn")
 pytest.importorskip("ai_edge_litert.interpreter")
 
-from serve_process import call, running_serve  # noqa: E402
+from serve_process import call, metric_total, running_serve  # noqa: E402
 from serving_fixture import app_config, encode, music_clip, needs_training, served_folders  # noqa: E402
 
 pytestmark = needs_training
 READ_TIMEOUT_SECONDS = 8  # long enough that the normal requests below finish while every slow one is still open
 SLOW_CONNECTIONS = 64
 NORMAL_REQUESTS = 48
+REFUSED = "instrument_id_http_refused_total"
 
 
 @pytest.fixture(scope="module")
@@ -72,7 +74,13 @@ def _final_answer(sock: socket.socket) -> bytes:
     return received
 
 
+def refused(server, status: int, reason: str) -> float:
+    """The refusals /metrics counts (over every worker) of one status and reason."""
+    return metric_total(server.metrics(), REFUSED, status=str(status), reason=reason)
+
+
 def test_normal_clients_are_served_while_64_slow_ones_hold_connections_then_those_get_408(server, clip):
+    refused_before = refused(server, 408, "body_timeout")
     slow = []
     for i in range(SLOW_CONNECTIONS):  # even: trickle the body a byte a second; odd: send 100 bytes, then nothing
         sock = socket.create_connection(("127.0.0.1", server.port), timeout=10)
@@ -111,6 +119,7 @@ def test_normal_clients_are_served_while_64_slow_ones_hold_connections_then_thos
     assert len(timed_out) == SLOW_CONNECTIONS  # the buffered worker answers rather than drops
     error = json.loads(timed_out[0].split(b"\r\n\r\n", 1)[1])["error"]
     assert "did not arrive in time" in error and f"waits {READ_TIMEOUT_SECONDS} s" in error
+    assert refused(server, 408, "body_timeout") == refused_before + SLOW_CONNECTIONS
     assert call(f"{server.base}/v2/predict", clip, {"Content-Type": "audio/wav"})[0] == 200
 
 
@@ -132,9 +141,37 @@ def test_chunked_and_100_continue_uploads_are_read_whole_and_answered(server, cl
 
 
 def test_a_body_over_the_limit_is_refused_from_its_content_length(server):
+    before = refused(server, 413, "declared_body_too_large")
     with socket.create_connection(("127.0.0.1", server.port), timeout=60) as sock:
         sock.sendall(_head(server.port, 3_000_000, "Expect: 100-continue\r\n"))
         answer = _final_answer(sock)
     head, body = answer.split(b"\r\n\r\n", 1)
     assert head.startswith(b"HTTP/1.1 413 ") and b"application/json" in head
     assert json.loads(body) == {"error": "the request body is larger than the 2,000,000-byte limit"}
+    assert refused(server, 413, "declared_body_too_large") == before + 1
+
+
+# (what is sent, the status line answered, the reason /metrics counts it under)
+REFUSED_HEADERS = [
+    (b"POST /v2/predict HTTP/1.1\r\nHost: x\r\n", b"HTTP/1.1 408 Request Timeout", "headers_timeout"),  # never ends
+    (b"GET /healthz HTTP/1.1\r\nX-Padding: " + b"a" * (70 * 1024),  # past the worker's 64 kB, still unfinished
+     b"HTTP/1.1 431 Request Header Fields Too Large", "headers_too_large"),
+    (b"GET /healthz HTTP/1.1\r\nX-Padding: " + b"a" * (10 * 1024) + b"\r\n\r\n",  # one field past gunicorn's 8 kB
+     b"HTTP/1.1 431 Request Header Fields Too Large", "limit_request_headers"),
+    (b"NOT A REQUEST\r\n\r\n", b"HTTP/1.1 400 Bad Request", "invalid_request_line"),
+]
+
+
+def test_requests_refused_before_the_app_are_counted_by_status_and_reason(server):
+    """The worker's own refusals and those of gunicorn's parser, each once per connection."""
+    def counts() -> list[float]:
+        return [refused(server, int(status.split(b" ")[1]), reason) for _, status, reason in REFUSED_HEADERS]
+
+    before = counts()
+    answers = []
+    for sent, _, _ in REFUSED_HEADERS:
+        with socket.create_connection(("127.0.0.1", server.port), timeout=60) as sock:
+            sock.sendall(sent)
+            answers.append(_final_answer(sock).split(b"\r\n", 1)[0])
+    assert answers == [status for _, status, _ in REFUSED_HEADERS]
+    assert counts() == [n + 1 for n in before]
