@@ -83,7 +83,7 @@ def test_read_labels_reads_every_row(make_musicnet):
     (f"{HEADER}\n0,100,1,60,0,1,Quarter\n100,abc,1,60,0,1,Quarter\n", r"2\.csv, line 3: end_time is not a number"),
     (f"{HEADER}\n0,100,5,60,0,1,Quarter\n", r"2\.csv, line 2: unknown instrument program 5"),
     (f"{HEADER}\n500,100,1,60,0,1,Quarter\n", r"2\.csv, line 2: note ends before it starts"),
-    (f"{HEADER}\n", r"2\.csv: recording without label rows"),
+    (f"{HEADER}\n", r"2\.csv: recording without label rows \(and its metadata row does not say ensemble .No Instrument.\)"),
     ("", r"2\.csv: missing column"),
     (f"{HEADER}\n0,100,1,60,0,1,Quarter\n0,100,1\n", r"2\.csv, line 3: 3 fields"),
 ])

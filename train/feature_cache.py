@@ -28,7 +28,7 @@ from model_zoo.featureset import FeatureSet, load_featureset
 from model_zoo.featurizers import default_params, featurize, spec_by_name
 from train.augment import SETTINGS as AUGMENT_SETTINGS
 from train.augment import augment_windows
-from train.musicnet import Recording, corpus_fingerprint, list_recordings, read_labels, read_recording
+from train.musicnet import Recording, corpus_fingerprint, list_recordings, read_recording
 from train.splits import official_split, recordings_per_instrument, stratified_split
 from train.windows import window_labels, window_start_seconds
 
@@ -40,7 +40,7 @@ def split_recordings(recordings: list[Recording], mode: str, seed: int, allow_mi
     if mode == "official":
         return official_split(recordings, seed=seed)
     if mode == "stratified":
-        label_sets = {rec.id: read_labels(rec.labels_path).class_set() for rec in recordings}
+        label_sets = {rec.id: rec.read_labels().class_set() for rec in recordings}
         return stratified_split(recordings, label_sets, seed=seed, allow_missing=allow_missing)
     raise InstrumentIdError(f"unknown split {mode!r}; use 'official' or 'stratified'")
 

@@ -29,9 +29,9 @@ from instrument_id.feature_sets import FeatureSetSpec
 from instrument_id.output import print_json
 from model_zoo.featureset import FeatureSet, load_featureset
 from train.metrics import multilabel_metrics
+from train.synth import FONT_SEPARATOR, NO_INSTRUMENT_SOURCE
 
 SOURCE_FONT = re.compile(r"instrument-id synth \(([^,]+),")  # the fonts field: 'A.sf2' or 'A.sf2+B.sf3'
-FONT_SEPARATOR = "+"
 DEFAULT_HEADS = ("lr", "mlp")
 DEFAULT_COMBINATIONS = ("taggram", "penultimate", "mean_pool", "max_pool", "max_pool+mean_pool",
                         "penultimate+max_pool", "taggram+penultimate+mean_pool+max_pool")
@@ -104,7 +104,8 @@ def recording_fonts(data_dir: Path) -> dict[str, frozenset[str]]:
             match = SOURCE_FONT.match(row.get("source", ""))
             if not match:
                 raise InstrumentIdError(f"{path}: recording {row.get('id')} has no instrument-id synth source")
-            fonts[str(row["id"])] = frozenset(match.group(1).split(FONT_SEPARATOR))
+            used = match.group(1)  # a recording of no instrument uses no font: in training for every held-out one
+            fonts[str(row["id"])] = frozenset() if used == NO_INSTRUMENT_SOURCE else frozenset(used.split(FONT_SEPARATOR))
     return fonts
 
 

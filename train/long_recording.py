@@ -11,7 +11,7 @@ import soundfile as sf
 from instrument_id.atomic import atomic_path
 from instrument_id.audio import to_mono
 from instrument_id.errors import InstrumentIdError
-from train.musicnet import MUSICNET_RATE_HZ, Labels, list_recordings, read_labels
+from train.musicnet import MUSICNET_RATE_HZ, Labels, list_recordings
 
 
 def join_corpus(corpus: str | os.PathLike, out_wav: str | os.PathLike) -> tuple[Labels, float]:
@@ -24,7 +24,7 @@ def join_corpus(corpus: str | os.PathLike, out_wav: str | os.PathLike) -> tuple[
             data, rate_hz = sf.read(rec.wav_path, dtype="float32", always_2d=True)  # (samples, channels)
             if rate_hz != MUSICNET_RATE_HZ:
                 raise InstrumentIdError(f"{rec.wav_path}: {rate_hz} Hz; the label times need {MUSICNET_RATE_HZ} Hz")
-            labels = read_labels(rec.labels_path)
+            labels = rec.read_labels()
             end_sample = np.minimum(labels.end_sample, len(data))  # a note ringing past its piece ends with it
             parts.append(Labels(start_sample=labels.start_sample + offset_samples,
                                 end_sample=end_sample + offset_samples, program=labels.program,

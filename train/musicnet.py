@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import hashlib
 import logging
 import math
@@ -31,6 +32,10 @@ FINGERPRINT_EDGE_BYTES = 64 * 1024
 LAYOUT_HELP = ("expected the MusicNet layout: ROOT/train_data/*.wav, ROOT/train_labels/*.csv, "
                "ROOT/test_data/*.wav, ROOT/test_labels/*.csv (optional ROOT/musicnet_metadata.csv)")
 
+# An ensemble name MusicNet never uses: the synthetic corpus's recordings of no instrument (train/synth_nonmusic.py),
+# whose label CSVs hold the header and no row. Any other recording without label rows is refused as damaged.
+NO_INSTRUMENT_ENSEMBLE = "No Instrument"
+
 Split = Literal["train", "test"]
 
 
@@ -42,6 +47,11 @@ class Recording:
     official_split: Split
     wav_path: Path
     labels_path: Path
+    expects_notes: bool = True  # False for a recording of no instrument (its metadata row says so)
+
+    def read_labels(self) -> "Labels":
+        """Its label CSV (read_labels), allowed to hold no row only when expects_notes is False."""
+        return read_labels(self.labels_path, allow_empty=not self.expects_notes)
 
 
 @dataclass(frozen=True)
@@ -105,7 +115,8 @@ def list_recordings(root: str | os.PathLike, skipped: list[Skipped] | None = Non
             recordings[stem] = Recording(stem, split, wavs[stem], csvs[stem])  # type: ignore[arg-type]
     if not recordings:
         raise InstrumentIdError(f"{root}: no recordings found; {LAYOUT_HELP}")
-    return [recordings[k] for k in sorted(recordings, key=_sort_key)]
+    silent = {i for i, row in read_metadata(root).items() if (row.get("ensemble") or "").strip() == NO_INSTRUMENT_ENSEMBLE}
+    return [dataclasses.replace(recordings[k], expects_notes=k not in silent) for k in sorted(recordings, key=_sort_key)]
 
 
 def read_metadata(root: str | os.PathLike) -> dict[str, dict[str, str]]:
@@ -154,8 +165,9 @@ def _parse_label_rows(reader: Any, path: Path) -> list[tuple[float, float, float
     return rows
 
 
-def read_labels(path: str | os.PathLike) -> Labels:
-    """Parse and validate one MusicNet label CSV; every failure names the file and, for a row, its line."""
+def read_labels(path: str | os.PathLike, allow_empty: bool = False) -> Labels:
+    """Parse and validate one MusicNet label CSV; every failure names the file and, for a row, its line. A CSV of
+    the header alone is refused unless allow_empty (a recording of no instrument)."""
     path = Path(path)
     try:
         handle = open(path, newline="", encoding="utf-8-sig")
@@ -166,9 +178,10 @@ def read_labels(path: str | os.PathLike) -> Labels:
             rows = _parse_label_rows(csv.reader(handle), path)
         except (UnicodeDecodeError, csv.Error) as exc:
             raise InstrumentIdError(f"{path}: not a readable CSV ({exc})") from None
-    if not rows:
-        raise InstrumentIdError(f"{path}: recording without label rows")
-    table = np.array(rows, dtype=np.float64)  # (n, 5)
+    if not rows and not allow_empty:
+        raise InstrumentIdError(f"{path}: recording without label rows (and its metadata row does not say "
+                                f"ensemble {NO_INSTRUMENT_ENSEMBLE!r})")
+    table = np.array(rows, dtype=np.float64).reshape(-1, 5)  # (n, 5)
     return Labels(
         start_sample=np.rint(table[:, 0]).astype(np.int64), end_sample=np.rint(table[:, 1]).astype(np.int64),
         program=table[:, 2].astype(np.int16), note=table[:, 3].astype(np.int16), line=table[:, 4].astype(np.int32),
@@ -200,7 +213,7 @@ def _check_wav_complete(path: Path) -> None:
 
 def read_recording(rec: Recording, params: AudioParams) -> tuple[np.ndarray, Labels]:
     """-> ((samples,) float32 mono at params.sample_rate_hz, labels at 44.1 kHz); checks rate, length and labels."""
-    labels = read_labels(rec.labels_path)
+    labels = rec.read_labels()
     try:
         info = sf.info(str(rec.wav_path))
     except (sf.LibsndfileError, RuntimeError) as exc:

@@ -27,6 +27,7 @@ from instrument_id.instruments import INSTRUMENTS
 from train.synth_ensembles import ENSEMBLE_BY_NAME, ENSEMBLES, SPECS
 from train.synth_chain import record
 from train.synth_mix import render_mix
+from train.synth_nonmusic import render_nonmusic
 from train.synth_perform import SAMPLE_RATE_HZ, labels_csv_text, perform
 from train.synth_render import check_soundfont, default_soundfont, load_fluidsynth, source_programs, write_wav
 from train.synth_room import load_pyroomacoustics
@@ -45,6 +46,7 @@ TEMPO_MARKINGS = ((66, "Adagio"), (76, "Andante"), (108, "Moderato"), (132, "All
 # the others, and every solo, play in one: the recordings leave-one-soundfont-out can score
 MIXED_FONTS_SHARE = 0.5
 FONT_SEPARATOR = "+"
+NO_INSTRUMENT_SOURCE = "no instrument"  # the fonts field of a recording of no instrument: it uses none
 
 
 @dataclass(frozen=True)
@@ -162,6 +164,8 @@ def synthesize_piece(plan: PiecePlan, root: str) -> dict[str, str]:
     """Compose, perform and render one recording into root; return its metadata row."""
     rng = np.random.default_rng(plan.seed)
     ensemble = ENSEMBLE_BY_NAME[plan.ensemble]
+    if not ensemble.parts:
+        return _synthesize_no_instrument(plan, root, rng)
     score = compose(rng, ensemble, plan.duration_seconds)
     performance = perform(rng, score)
     render_rng = np.random.default_rng([plan.seed, 1])  # audio draws never shift the labels' draws
@@ -179,6 +183,20 @@ def synthesize_piece(plan: PiecePlan, root: str) -> dict[str, str]:
             "ensemble": ensemble.name, "source": source,
             "transcriber": "generated", "catalog_name": f"SYN{plan.recording_id}",
             "seconds": str(int(round(performance.num_samples / SAMPLE_RATE_HZ)))}
+
+
+def _synthesize_no_instrument(plan: PiecePlan, root: str, rng: np.random.Generator) -> dict[str, str]:
+    """A recording with no instrument (train/synth_nonmusic.py): a label CSV with no rows, its levels kept."""
+    num_samples = int(round(plan.duration_seconds * SAMPLE_RATE_HZ))
+    write_text_atomic(Path(root) / f"{plan.split}_labels" / f"{plan.recording_id}.csv", labels_csv_text([]))
+    y, kinds = render_nonmusic(rng, num_samples)
+    y, chain = record(rng, y, keep_level=True)
+    write_wav(Path(root) / f"{plan.split}_data" / f"{plan.recording_id}.wav", y)
+    chain_text = " / ".join(chain) or "none"
+    source = f"instrument-id synth ({NO_INSTRUMENT_SOURCE}, segments {' / '.join(kinds)}, chain {chain_text})"
+    return {"id": str(plan.recording_id), "composer": "Synthetic", "composition": "Room Tone",
+            "movement": "-", "ensemble": plan.ensemble, "source": source, "transcriber": "generated",
+            "catalog_name": f"SYN{plan.recording_id}", "seconds": str(int(round(num_samples / SAMPLE_RATE_HZ)))}
 
 
 def metadata_csv_text(rows: list[dict[str, str]]) -> str:

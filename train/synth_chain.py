@@ -136,8 +136,9 @@ STAGES = ((EQ_PROBABILITY, _eq), (BAND_LIMIT_PROBABILITY, _band_limit), (NOISE_P
           (HUM_PROBABILITY, _hum), (COMPRESSION_PROBABILITY, _compress))
 
 
-def record(rng: np.random.Generator, y: np.ndarray) -> tuple[np.ndarray, list[str]]:
-    """(n,) mix -> (n,) float32 recording with peak <= 1, and one text per stage applied."""
+def record(rng: np.random.Generator, y: np.ndarray, keep_level: bool = False) -> tuple[np.ndarray, list[str]]:
+    """(n,) mix -> (n,) float32 recording with peak <= 1, and one text per stage applied. The peak is drawn from
+    PEAK_DBFS unless keep_level (a recording of no instrument keeps its drawn levels: a quiet room stays quiet)."""
     applied = []
     with seeded_global_rngs(int(rng.integers(0, 2**32 - 1))):  # audiomentations draws noise from them
         for probability, stage in STAGES:
@@ -146,8 +147,9 @@ def record(rng: np.random.Generator, y: np.ndarray) -> tuple[np.ndarray, list[st
                 applied.append(text)
     peak_dbfs = rng.uniform(*PEAK_DBFS)
     peak = _peak(y)
-    y = np.asarray(y if peak == 0.0 else y * (10.0 ** (peak_dbfs / 20.0) / peak), dtype=np.float32)
-    applied.append(f"peak {peak_dbfs:.1f} dBFS")
+    if not keep_level:
+        y = np.asarray(y if peak == 0.0 else y * (10.0 ** (peak_dbfs / 20.0) / peak), dtype=np.float32)
+        applied.append(f"peak {peak_dbfs:.1f} dBFS")
     if rng.random() < CODEC_PROBABILITY:
         codec = str(rng.choice(list(CODECS)))
         y, kbps = codec_round_trip(y, codec, rng.uniform(*CODECS[codec][2]))

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from instrument_id.instruments import PROGRAM_TO_INDEX
+from train.musicnet import NO_INSTRUMENT_ENSEMBLE
 
 
 @dataclass(frozen=True)
@@ -154,5 +155,7 @@ DISTRACTOR_ENSEMBLES: tuple[Ensemble, ...] = (
     Ensemble("Folk Band and Fiddle", 1, (("steel guitar", "accomp"), ("banjo", "counter"), ("harmonica", "melody"),
                                          ("violin", "sparse melody")), "Ballad"),
 )
-ENSEMBLES: tuple[Ensemble, ...] = MUSICNET_ENSEMBLES + DISTRACTOR_ENSEMBLES
+# No instrument at all (train/synth_nonmusic.py): silence, noise, hum, crackle, tones; about 5% of the pieces
+NO_INSTRUMENT = Ensemble(NO_INSTRUMENT_ENSEMBLE, 6, (), "Room Tone")
+ENSEMBLES: tuple[Ensemble, ...] = MUSICNET_ENSEMBLES + DISTRACTOR_ENSEMBLES + (NO_INSTRUMENT,)
 ENSEMBLE_BY_NAME: dict[str, Ensemble] = {e.name: e for e in ENSEMBLES}

@@ -6,6 +6,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from instrument_id.errors import InstrumentIdError
+
 from train.synth_ensembles import SPECS, Ensemble, InstrumentSpec
 
 NOTE_VALUE_NAMES: dict[float, str] = {
@@ -231,6 +233,8 @@ def _plan_activity(rng: np.random.Generator, roles: list[str], n_sections: int) 
 
 def compose(rng: np.random.Generator, ensemble: Ensemble, duration_seconds: float) -> Score:
     """Write a piece of about duration_seconds for an ensemble: sections, harmony, lines and dynamics."""
+    if not ensemble.parts:
+        raise InstrumentIdError(f"ensemble {ensemble.name!r} has no parts to compose for (train/synth_nonmusic.py renders it)")
     beats_per_bar = int(rng.choice([3, 4, 4, 2]))
     tempo_bpm = float(rng.uniform(60, 160))
     bar_seconds = beats_per_bar * 60.0 / tempo_bpm
