@@ -71,6 +71,25 @@ def test_predict_json_names_the_same_instruments_as_keras(built, zoo, stereo_wav
     assert result["total_ms"] >= result["features_ms"] + result["model_ms"] > 0
 
 
+def test_predict_takes_a_model_folder_and_runs_its_raw_audio_file(built, stereo_wav, capsys):
+    assert main(["predict", str(stereo_wav), "--model", str(built.model_dir / RAW), "--json"]) == 0
+    from_file = json.loads(capsys.readouterr().out)
+    assert main(["predict", str(stereo_wav), "--model", str(built.model_dir), "--json"]) == 0
+    from_folder = json.loads(capsys.readouterr().out)
+    assert from_folder["model_kind"] == "raw_audio" == from_file["model_kind"]
+    assert from_folder["instruments"] == from_file["instruments"]
+    assert from_folder["probabilities"] == from_file["probabilities"]
+
+
+def test_predict_says_none_of_the_11_for_silence(tmp_path, capsys):
+    from model_zoo.loader import shipped_model_dir
+
+    path = tmp_path / "silence.wav"
+    sf.write(path, np.zeros(2 * 22050, dtype=np.float32), 22050)
+    assert main(["predict", str(path), "--model", str(shipped_model_dir("musicnn"))]) == 0  # trained on silence
+    assert "silence.wav: none of the 11 (no instrument above its threshold)" in capsys.readouterr().out
+
+
 def test_predict_text_lists_instruments_probabilities_and_time(built, stereo_wav, capsys):
     assert main(["predict", str(stereo_wav), "--model", str(built.model_dir / RAW)]) == 0
     out = capsys.readouterr().out

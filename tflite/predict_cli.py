@@ -6,10 +6,14 @@ import argparse
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from instrument_id.errors import InstrumentIdError
 from instrument_id.output import print_json
 from model_zoo.loader import default_raw_audio_model
+
+if TYPE_CHECKING:
+    from model_zoo.tflite_model import EdgeModel
 
 # the shipped MLP's one-file edge artefact, installed with the package (model_zoo/models is package data)
 DEFAULT_RAW_AUDIO_MODEL = default_raw_audio_model()
@@ -28,13 +32,15 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
     parser.epilog = EPILOG
     parser.add_argument("clips", nargs="+", type=Path, metavar="CLIP", help="audio files")
     parser.add_argument("--model", type=Path, default=DEFAULT_RAW_AUDIO_MODEL,
-                        help="a .tflite file from `instrument-id convert` (default: the shipped raw-audio MLP, %(default)s)")
+                        help="a .tflite file from `instrument-id convert`, or a model folder (its raw-audio .tflite, else "
+                             "its float32 one, checked against its manifest; e.g. model_zoo/models/musicnn) "
+                             "(default: the shipped raw-audio MLP, %(default)s)")
     parser.add_argument("--json", action="store_true", help="print one JSON object per clip")
     parser.add_argument("--threads", type=int, default=None, help="interpreter threads (default: the runtime's)")
 
 
 def _print_text(clip: Path, result: dict) -> None:
-    found = ", ".join(result["instruments"]) or "no instrument above its threshold"
+    found = ", ".join(result["instruments"]) or "none of the 11 (no instrument above its threshold)"
     print(f"{clip}: {found}")
     for name, probability in result["probabilities"].items():
         print(f"  {name:16s} {probability:.3f}")
@@ -44,14 +50,30 @@ def _print_text(clip: Path, result: dict) -> None:
     )
 
 
+def _open(path: Path, num_threads: int | None) -> EdgeModel:
+    """The edge model of a .tflite file, or of a folder's raw-audio (else float32) .tflite after its manifest check."""
+    from model_zoo.loader import FLOAT_TFLITE_FILE, RAW_AUDIO_TFLITE_FILE, open_model
+    from model_zoo.tflite_model import EdgeModel
+    from model_zoo.zoo import verify_model_dir
+
+    if not path.is_dir():
+        return EdgeModel(path, num_threads=num_threads)
+    files = verify_model_dir(path)["files"]
+    chosen = next((name for name in (RAW_AUDIO_TFLITE_FILE, FLOAT_TFLITE_FILE) if name in files), None)
+    if chosen is None:
+        raise InstrumentIdError(f"{path}: the folder lists no {RAW_AUDIO_TFLITE_FILE} or {FLOAT_TFLITE_FILE} (an MLP "
+                                "folder gets them from `instrument-id convert --quant raw`; any model folder runs "
+                                "through `instrument-id analyze --model DIR`)")
+    return open_model(path, runtime="tflite", tflite_file=chosen, num_threads=num_threads)
+
+
 def run(args: argparse.Namespace) -> int:
     """Score every clip; a bad clip prints one error line and the others still run; exit 2 if any failed."""
     from instrument_id.audio import load_mono
-    from model_zoo.tflite_model import EdgeModel
 
     if args.threads is not None and args.threads < 1:
         raise InstrumentIdError(f"--threads must be at least 1, got {args.threads}")
-    model = EdgeModel(args.model, num_threads=args.threads)
+    model = _open(args.model, args.threads)
     failed = 0
     for clip in args.clips:
         start = time.perf_counter()
