@@ -21,6 +21,7 @@ import soundfile as sf
 
 from bench.cli import report
 from bench.serve import CLIP_RATE_HZ, CLIP_SECONDS, free_port, http_json, running_server
+from bench.serve_runs import settled_count
 from bench.signals import harmonic_clip
 from bench.wrk import POST_FILE_LUA, find_wrk, run_wrk
 from instrument_id.errors import InstrumentIdError
@@ -43,18 +44,6 @@ def _rows_logged(url: str) -> int:
 
     with psycopg.connect(url) as connection:
         return int(connection.execute("SELECT COUNT(*) FROM predictions").fetchone()[0])
-
-
-def _settled_rows(url: str, at_least: int, at_most: int, timeout_seconds: float = 20.0) -> int:
-    """Rows once the replicas have finished what wrk left in flight (at most, or unchanged for a second)."""
-    deadline, previous, since = time.monotonic() + timeout_seconds, -1, time.monotonic()
-    while True:
-        rows, now = _rows_logged(url), time.monotonic()
-        if rows != previous:
-            previous, since = rows, now
-        if rows >= at_most or (rows >= at_least and now - since >= 1.0) or now > deadline:
-            return rows
-        time.sleep(0.25)
 
 
 def _sticky(bases: list[str], clip: bytes) -> bool:
@@ -97,7 +86,7 @@ def measure(args: argparse.Namespace, work: Path, url: str) -> dict[str, Any]:
             results = list(pool.map(lambda base: run_wrk(base, ROUTE, clip, lua, args.clients, args.seconds)[0], bases))
         answered = sum(result.ok for result in results)
         in_flight = sum(result.unanswered for result in results)
-        rows = _settled_rows(url, before + answered, before + answered + in_flight) - before
+        rows = settled_count(lambda: _rows_logged(url), before + answered, before + answered + in_flight) - before
         reports, report_ms = [], []
         for base in bases:
             start = time.perf_counter()

@@ -85,17 +85,19 @@ class ServingConfig:
         return [model.name for model in self.models]
 
 
-def default_config_data() -> dict[str, Any]:
+def default_config_data(models_dir: Path | None = None) -> dict[str, Any]:
     """The shipped models: the musicnn embedding + MLP on its raw-audio TFLite file (the real-audio model), the seed
     MLP on its float32 TFLite file and the RandomForest through the zoo. A/B: musicnn takes half the traffic, the
-    two seed models (the reference it is compared against) a quarter each; without musicnn, mlp and rf 50:50."""
+    two seed models (the reference it is compared against) a quarter each; without musicnn, mlp and rf 50:50.
+    models_dir: a folder holding mlp/, rf/ and perhaps musicnn/ to serve the same way (default: the shipped ones)."""
+    folder = shipped_model_dir if models_dir is None else models_dir.joinpath
     models = {
-        "mlp": {"path": str(shipped_model_dir("mlp")), "runtime": "tflite", "tflite_file": FLOAT_TFLITE_FILE},
-        "rf": {"path": str(shipped_model_dir("rf")), "runtime": "zoo"},
+        "mlp": {"path": str(folder("mlp")), "runtime": "tflite", "tflite_file": FLOAT_TFLITE_FILE},
+        "rf": {"path": str(folder("rf")), "runtime": "zoo"},
     }
     arms = {"A": {"model": "mlp", "weight": 0.5}, "B": {"model": "rf", "weight": 0.5}}
-    if shipped_model_dir("musicnn").is_dir():
-        models["musicnn"] = {"path": str(shipped_model_dir("musicnn")), "runtime": "tflite",
+    if folder("musicnn").is_dir():
+        models["musicnn"] = {"path": str(folder("musicnn")), "runtime": "tflite",
                              "tflite_file": RAW_AUDIO_TFLITE_FILE}
         arms = {"A": {"model": "musicnn", "weight": 0.5}, "B": {"model": "mlp", "weight": 0.25},
                 "C": {"model": "rf", "weight": 0.25}}

@@ -99,7 +99,7 @@ def test_bench_serve_end_to_end(tmp_path_factory, capsys):
     assert figures["server_args"] == "--workers 1"
     slow = figures["slow_clients"]  # the A/B route at 2 clients again, with 6 slow connections held open
     assert slow["slow_connections"] == 6 and slow["clients"] == 2 and slow["route"] == "/v2/predict?model=ab"
-    assert slow["ok_200_with_slow"] > 0 and slow["errors_with_slow"] == 0 and slow["ab_report_check"]["passed"]
+    assert slow["ok_200_with_slow"] > 0 and slow["errors_with_slow"] == 0 and slow["log_check"]["passed"]
     assert slow["slow_opened"] >= 6 and slow["slow_open_now"] == 6  # none refused within 1 s (the deadline is 10 s)
     assert 0 < slow["p50_ms_with_6_slow"] <= slow["p99_ms_with_6_slow"] and slow["p99_ms_without_slow"] > 0
     runs = {(run["server"], run["route"], run["clients"]) for run in figures["runs"]}
@@ -110,12 +110,50 @@ def test_bench_serve_end_to_end(tmp_path_factory, capsys):
         assert run["ok_200"] > 0 and run["errors"] == 0, run
         assert 0 < run["latency_p50_ms"] <= run["latency_p99_ms"]
         if run["server"] == "ours":
-            assert run["ab_report_check"]["passed"], run
-    check = figures["ab_report_check"]
+            assert run["log_check"]["passed"], run
+    check = figures["log_check"]
     assert check["passed"] and check["wrk_ok_200"] == sum(r["ok_200"] for r in figures["runs"] if r["server"] == "ours") + slow["ok_200_with_slow"]
     assert check["wrk_ok_200"] <= check["logged_predictions"] <= check["wrk_ok_200"] + check["unanswered_at_stop"]
     assert [ratio["route"] for ratio in figures["ratios"]] == ["/v2/predict?model=ab", "/RNA"]
     assert all(ratio["throughput_vs_baseline"] > 0 for ratio in figures["ratios"])
+    # every route was warmed up at the most clients before its measured runs, and its rows logged too
+    assert [(w["server"], w["route"], w["clients"]) for w in figures["warmups"]] == [
+        ("ours", "/v2/predict?model=ab", 2), ("ours", "/RNA", 2), ("baseline", "/RNA", 2)]
+    assert all(w["ok_200"] > 0 for w in figures["warmups"])
+    assert check["warmup_predictions"] >= sum(w["ok_200"] for w in figures["warmups"] if w["server"] == "ours")
+
+
+@needs_wrk
+def test_bench_serve_measures_named_models_one_by_one(tmp_path_factory, capsys):
+    models_dir = served_folders(tmp_path_factory).mlp.parent
+    capsys.readouterr()
+    command = ["bench", "serve", "--model-dir", str(models_dir), "--model", "mlp,rf", "--model", "ab",
+               "--seconds", "1", "--levels", "1,2", "--workers", "1", "--json"]
+    assert main(command) == 0
+    figures = json.loads(capsys.readouterr().out)
+    routes = ["/v2/predict?model=mlp", "/v2/predict?model=rf", "/v2/predict?model=ab"]
+    assert [(run["server"], run["route"], run["clients"]) for run in figures["runs"]] == [
+        ("ours", route, clients) for route in routes for clients in (1, 2)]  # no /RNA, no baseline
+    assert figures["ratios"] is None and figures["served_models"] == ["mlp", "rf"]
+    assert [w["route"] for w in figures["warmups"]] == routes
+    assert list(figures["per_model"]) == ["mlp", "rf", "ab"]
+    for name, levels in figures["per_model"].items():
+        assert [level["clients"] for level in levels] == [1, 2], name
+        for level in levels:
+            assert set(level) == {"clients", "requests_per_second", "latency_p50_ms", "latency_p99_ms"}
+            assert level["requests_per_second"] > 0 and 0 < level["latency_p50_ms"] <= level["latency_p99_ms"]
+    assert all(run["log_check"]["passed"] for run in figures["runs"]) and figures["log_check"]["passed"]
+
+
+@pytest.mark.parametrize("args, says", [
+    (["--model", "musicnn"], "--model musicnn: not served from"),
+    (["--levels", "1,x"], "--levels takes whole numbers"),
+])
+def test_bench_serve_names_what_it_cannot_measure(tmp_path_factory, capsys, args, says):
+    models_dir = served_folders(tmp_path_factory).mlp.parent
+    capsys.readouterr()
+    assert main(["bench", "serve", "--model-dir", str(models_dir), "--seconds", "1", *args]) == 2
+    assert says in capsys.readouterr().err
 
 
 def test_bench_serve_names_a_missing_model_folder(tmp_path, capsys):
