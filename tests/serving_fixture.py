@@ -60,6 +60,26 @@ def served_folders(tmp_path_factory: Any) -> ServedFolders:
     return ServedFolders(mlp=Path(paths["mlp"]), rf=Path(paths["rf"]))
 
 
+@pytest.fixture(scope="module")
+def folders(tmp_path_factory) -> ServedFolders:
+    """The session's model folders (a fixture: a test module imports it, with app and client, to use them)."""
+    return served_folders(tmp_path_factory)
+
+
+@pytest.fixture
+def app(folders, tmp_path):
+    """The app serving both folders, with a prediction log of its own in the test's temporary folder."""
+    from serving.app import create_app
+
+    return create_app(app_config(folders, tmp_path / "log.sqlite"))
+
+
+@pytest.fixture
+def client(app):
+    """Flask's test client of app."""
+    return app.test_client()
+
+
 def app_config(folders: ServedFolders, log_db: Path, **overrides: Any) -> dict[str, Any]:
     """A config dict serving both folders (MLP on its float32 .tflite, RF through the zoo), A/B 50:50."""
     config = {

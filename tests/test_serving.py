@@ -23,26 +23,11 @@ from instrument_id.instruments import INSTRUMENTS, column_names  # noqa: E402
 from model_zoo import verify_model_dir  # noqa: E402
 from serving.app import create_app  # noqa: E402
 from serving.config import load_config, parse_config  # noqa: E402
-from serving_fixture import app_config, encode, music_clip, needs_training, pcm_json, served_folders  # noqa: E402
+from serving_fixture import app, app_config, client, encode, folders, music_clip, needs_training, pcm_json  # noqa: E402,F401 (fixtures)
 from model_zoo.tflite_model import EdgeModel  # noqa: E402
 
 pytestmark = needs_training
 NAMES = [inst.name for inst in INSTRUMENTS]
-
-
-@pytest.fixture(scope="module")
-def folders(tmp_path_factory):
-    return served_folders(tmp_path_factory)
-
-
-@pytest.fixture
-def app(folders, tmp_path):
-    return create_app(app_config(folders, tmp_path / "log.sqlite"))
-
-
-@pytest.fixture
-def client(app):
-    return app.test_client()
 
 
 @pytest.fixture(scope="module")

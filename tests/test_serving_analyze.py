@@ -21,7 +21,7 @@ from werkzeug.test import encode_multipart  # noqa: E402
 from instrument_id.instruments import INSTRUMENTS, column_names  # noqa: E402
 from instrument_id.timeline import analyze_signal  # noqa: E402
 from serving.app import create_app  # noqa: E402
-from serving_fixture import app_config, encode, music_clip, needs_training, pcm_json, served_folders  # noqa: E402
+from serving_fixture import app, app_config, client, encode, folders, music_clip, needs_training, pcm_json  # noqa: E402,F401 (fixtures)
 from model_zoo.loader import open_model  # noqa: E402
 
 pytestmark = needs_training
@@ -29,24 +29,9 @@ PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
 @pytest.fixture(scope="module")
-def folders(tmp_path_factory):
-    return served_folders(tmp_path_factory)
-
-
-@pytest.fixture(scope="module")
 def scorers(folders):
     """The CLI's scorers of the same folders: the reference the route must match."""
     return {"mlp": open_model(folders.mlp, "tflite"), "rf": open_model(folders.rf, "zoo")}
-
-
-@pytest.fixture
-def app(folders, tmp_path):
-    return create_app(app_config(folders, tmp_path / "log.sqlite"))
-
-
-@pytest.fixture
-def client(app):
-    return app.test_client()
 
 
 def expected_timeline(samples: np.ndarray, rate_hz: int, scorer, hop_seconds: float):

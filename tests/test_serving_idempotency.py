@@ -12,26 +12,10 @@ import pytest
 pytest.importorskip("flask")
 pytest.importorskip("ai_edge_litert.interpreter")
 
-from serving.app import create_app  # noqa: E402
-from serving_fixture import app_config, encode, music_clip, needs_training, served_folders  # noqa: E402
+from serving_fixture import app, client, encode, folders, music_clip, needs_training  # noqa: E402,F401 (fixtures)
 
 pytestmark = needs_training
 WAV = {"Content-Type": "audio/wav"}
-
-
-@pytest.fixture(scope="module")
-def folders(tmp_path_factory):
-    return served_folders(tmp_path_factory)
-
-
-@pytest.fixture
-def app(folders, tmp_path):
-    return create_app(app_config(folders, tmp_path / "log.sqlite"))
-
-
-@pytest.fixture
-def client(app):
-    return app.test_client()
 
 
 @pytest.fixture(scope="module")
