@@ -10,7 +10,7 @@ import pytest
 
 from instrument_id.errors import InstrumentIdError
 from tests.synthetic_features import make_featureset
-from train.feature_study import held_out_masks, leave_one_font_out, recording_fonts
+from train.feature_study import held_out_masks, leave_one_font_out, recording_fonts, without_source
 from train.synth import METADATA_COLUMNS
 
 SOURCES = {
@@ -57,3 +57,22 @@ def test_leave_one_font_out_scores_single_font_recordings_and_skips_fonts_never_
         alone = [r for r, f in fonts.items() if f == {row["held_out"]}]
         assert row["n_windows"] == int(np.isin(features.recording, alone).sum())
         assert 0.0 <= row["macro_f1"] <= 1.0
+
+
+def test_no_instrument_recordings_use_no_font_and_train_in_every_fold(tmp_path: Path) -> None:
+    write_metadata(tmp_path, {**SOURCES, "1003": "instrument-id synth (no instrument, segments hum -30 dB, chain none)"})
+    fonts = recording_fonts(tmp_path)
+    assert fonts["1003"] == frozenset()
+    fit, score = held_out_masks([fonts[r] for r in sorted(fonts)], "FluidR3_GM.sf2")
+    assert fit.tolist() == [True, False, False, True] and score.tolist() == [False, False, True, False]
+
+
+def test_loso_without_drops_every_recording_that_uses_the_source() -> None:
+    features = make_featureset(300, seed=3)
+    kinds = [{"A"}, {"B"}, {"A", "B"}, {"B", "C"}]
+    fonts = {f"rec{k}": frozenset(kinds[k % 4]) for k in range(30)}
+    kept = without_source(features, fonts, "B")
+    assert set(kept.recording) == {f"rec{k}" for k in range(30) if k % 4 == 0}
+    assert len(kept.X) == 10 * len(set(kept.recording)) and kept.X.shape[1] == features.X.shape[1]
+    with pytest.raises(InstrumentIdError, match="--loso-without D: no recording of the corpus uses it; its sources: A, B, C"):
+        without_source(features, fonts, "D")

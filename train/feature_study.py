@@ -117,6 +117,15 @@ def held_out_masks(font_sets: list[frozenset[str]], held_out: str) -> tuple[np.n
     return fit, score
 
 
+def without_source(features: FeatureSet, fonts: dict[str, frozenset[str]], source: str) -> FeatureSet:
+    """The windows of every recording that never uses source; an error naming the sources when none uses it."""
+    known = sorted(set().union(*fonts.values()))
+    if source not in known:
+        raise InstrumentIdError(f"--loso-without {source}: no recording of the corpus uses it; its sources: {', '.join(known)}")
+    keep = np.array([source not in fonts.get(str(r), frozenset()) for r in features.recording], dtype=bool)
+    return _restrict(features, keep)
+
+
 def _restrict(features: FeatureSet, mask: np.ndarray) -> FeatureSet:
     return FeatureSet(X=features.X[mask], Y=features.Y[mask], split=features.split[mask],
                       recording=features.recording[mask], variant=features.variant[mask],
@@ -160,6 +169,8 @@ def markdown(result: dict[str, Any]) -> str:
                   f"{r['test_macro_f1']:.3f} |" for r in result["heads"]]
         lines.append("")
     if result.get("leave_one_soundfont_out"):
+        if result.get("loso_without"):
+            lines += [f"Every recording that uses {result['loso_without']} dropped first.", ""]
         lines += ["| held-out soundfont | head | windows | macro-F1 | mAP |", "|---|---|---|---|---|"]
         lines += [f"| {r['held_out']} | {r['head']} | {r['n_windows']} | {r['macro_f1']:.3f} | {r['mAP']:.3f} |"
                   for r in result["leave_one_soundfont_out"]]
@@ -178,6 +189,10 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
                         help="the synthetic corpus of the cache: adds the leave-one-soundfont-out matrix")
     parser.add_argument("--loso-outputs", default=None,
                         help="musicnn outputs for the leave-one-soundfont-out fits (default: the whole cache)")
+    parser.add_argument("--loso-without", default=None, metavar="SOURCE",
+                        help="drop every recording that uses this timbre source (file name, e.g. freepats.cfg) "
+                             "before the leave-one-soundfont-out fits: the matrix as if the corpus never had it, "
+                             "to judge what adding that source does to the others")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", action="store_true", help="print one JSON object of the figures")
 
@@ -199,8 +214,12 @@ def run(args: argparse.Namespace) -> int:
         loso = features
         if args.loso_outputs:
             loso = select_outputs(features, tuple(args.loso_outputs.split("+")))
+        fonts = recording_fonts(args.loso_data)
+        if args.loso_without:
+            loso = without_source(loso, fonts, args.loso_without)
+            result["loso_without"] = args.loso_without
         result["loso_feature_set"] = loso.feature_set.label
-        result["leave_one_soundfont_out"] = leave_one_font_out(loso, recording_fonts(args.loso_data), heads, args.seed)
+        result["leave_one_soundfont_out"] = leave_one_font_out(loso, fonts, heads, args.seed)
     args.out.mkdir(parents=True, exist_ok=True)
     write_text_atomic(args.out / "study.json", json.dumps(result, indent=2) + "\n")
     write_text_atomic(args.out / "study.md", markdown(result))
