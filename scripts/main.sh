@@ -21,11 +21,13 @@ stage() { local name=$1; shift; local t0=$SECONDS; "$@"; echo "stage $name: $((S
 total0=$SECONDS
 stage setup bash scripts/setup.sh
 CLI=.venv/bin/instrument-id
-# One corpus for every model, from every GM soundfont set-up installs (TimGM6mb from pretty_midi, FluidR3,
-# MuseScore_General, csound's sf_GMbank): parts rendered on their own (half the ensembles with a soundfont per
-# part), mixed at random balances, in pyroomacoustics rooms, through a recording chain (EQ, noise, codecs).
+# One corpus for every model, from every timbre source set-up installs (the GM soundfonts TimGM6mb from pretty_midi,
+# FluidR3, MuseScore_General and csound's sf_GMbank; the freepats patch set through TiMidity++): parts rendered on
+# their own (half the ensembles with a source per part), mixed at random balances, in pyroomacoustics rooms, through
+# a recording chain (EQ, noise, codecs); about 5% of the pieces hold no instrument (silence, noise, hum, tones).
 FONTS=("$(.venv/bin/python -c 'import os, pretty_midi; print(os.path.join(os.path.dirname(pretty_midi.__file__), "TimGM6mb.sf2"))')")
-for font in /usr/share/sounds/sf2/FluidR3_GM.sf2 /usr/share/sounds/sf3/MuseScore_General.sf3 /usr/share/sounds/sf2/sf_GMbank.sf2; do
+for font in /usr/share/sounds/sf2/FluidR3_GM.sf2 /usr/share/sounds/sf3/MuseScore_General.sf3 /usr/share/sounds/sf2/sf_GMbank.sf2 \
+    /etc/timidity/freepats.cfg; do
   [ -f "$font" ] && FONTS+=("$font")
 done
 stage synth $CLI synth --out data/synth --minutes "$MINUTES" --seed "$SEED" --soundfont "${FONTS[@]}"
