@@ -92,7 +92,8 @@ def make_record(model: ServedModel, result: ClipPrediction, analysis: ClipAnalys
                 total_ms: float, keyed: KeyedRequest | None, compare_group: str | None = None) -> PredictionRecord:
     """The log row of one model's prediction (its id derived from the Idempotency-Key when there is one)."""
     return PredictionRecord(
-        id=keyed.prediction_id(model.name) if keyed else uuid.uuid4().hex, ts=time.time(), route=route, arm=arm, model=model.name, model_version=model.version,
+        id=keyed.prediction_id(model.name) if keyed else uuid.uuid4().hex, ts=time.time(), route=route, arm=arm,
+        model=model.name, model_version=model.version,
         latency_ms=total_ms, decode_ms=analysis.clip.decode_ms, features_ms=analysis.features_ms, model_ms=result.model_ms,
         probabilities={c: round(float(p), 6) for c, p in zip(column_names(), result.probabilities)},
         instruments=[c for c, d in zip(column_names(), result.decisions) if d],
