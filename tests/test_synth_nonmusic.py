@@ -8,10 +8,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from instrument_id.errors import InstrumentIdError
 from instrument_id.params import AudioParams
 from train.feature_study import recording_fonts
 from train.musicnet import list_recordings, read_recording
-from train.synth import metadata_csv_text, plan_corpus, synthesize_piece
+from train.synth import ensemble_weights, metadata_csv_text, plan_corpus, synthesize_piece
 from train.synth_chain import record
 from train.synth_ensembles import ENSEMBLES, NO_INSTRUMENT
 from train.synth_nonmusic import KINDS, SEGMENT_SECONDS, render_nonmusic
@@ -53,16 +54,26 @@ def test_the_recording_chain_keeps_a_quiet_room_quiet() -> None:
     assert np.abs(normalized).max() > 0.3 and any(text.startswith("peak") for text in applied)
 
 
-def test_no_instrument_pieces_are_a_small_share_with_no_fonts() -> None:
-    total = sum(e.weight for e in ENSEMBLES)
-    assert NO_INSTRUMENT in ENSEMBLES and 0.02 <= NO_INSTRUMENT.weight / total <= 0.08
-    plans = plan_corpus(120, seed=0, soundfonts=[default_soundfont()])
+def test_no_instrument_share_sets_its_weight_and_zero_leaves_the_plan_as_without_it() -> None:
+    weights = ensemble_weights(0.05)
+    assert weights[ENSEMBLES.index(NO_INSTRUMENT)] / weights.sum() == pytest.approx(0.05)
+    plans = plan_corpus(120, seed=0, soundfonts=[default_soundfont()], no_instrument_share=0.05)
     silent = [p for p in plans if p.ensemble == NO_INSTRUMENT.name]
-    assert silent and all(p.soundfonts == () for p in silent)
+    assert 0.02 * len(plans) <= len(silent) <= 0.10 * len(plans) and all(p.soundfonts == () for p in silent)
+    none = plan_corpus(120, seed=0, soundfonts=[default_soundfont()], no_instrument_share=0.0)
+    assert not any(p.ensemble == NO_INSTRUMENT.name for p in none)
+    without = [e for e in ENSEMBLES if e is not NO_INSTRUMENT]  # the table before recordings of no instrument
+    draws = np.random.default_rng(4).choice(len(without), size=500, p=np.array([e.weight for e in without]) / sum(
+        e.weight for e in without))
+    zero = ensemble_weights(0.0)
+    assert np.array_equal(np.random.default_rng(4).choice(len(ENSEMBLES), size=500, p=zero / zero.sum()), draws)
+    for bad in (-0.1, 1.0, float("nan")):
+        with pytest.raises(InstrumentIdError, match="--no-instrument must be a share from 0 to below 1"):
+            ensemble_weights(bad)
 
 
 def test_a_corpus_with_no_instrument_recordings_reads_back_as_all_zero_windows(tmp_path: Path) -> None:
-    plans = plan_corpus(60, seed=0, soundfonts=[default_soundfont()])
+    plans = plan_corpus(60, seed=0, soundfonts=[default_soundfont()], no_instrument_share=0.1)
     silent = next(p for p in plans if p.ensemble == NO_INSTRUMENT.name)
     solo = next(p for p in plans if p.ensemble == "Solo Piano" and p.split == silent.split)
     out = tmp_path / "corpus"

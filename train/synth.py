@@ -24,7 +24,7 @@ from tqdm import tqdm
 from instrument_id.atomic import atomic_dir, write_text_atomic
 from instrument_id.errors import InstrumentIdError
 from instrument_id.instruments import INSTRUMENTS
-from train.synth_ensembles import ENSEMBLE_BY_NAME, ENSEMBLES, SPECS
+from train.synth_ensembles import ENSEMBLE_BY_NAME, ENSEMBLES, NO_INSTRUMENT, SPECS
 from train.synth_chain import record
 from train.synth_mix import render_mix
 from train.synth_nonmusic import render_nonmusic
@@ -45,6 +45,7 @@ TEMPO_MARKINGS = ((66, "Adagio"), (76, "Andante"), (108, "Moderato"), (132, "All
 # share of pieces of two or more parts whose parts each draw their own soundfont (timbre variety within a piece);
 # the others, and every solo, play in one: the recordings leave-one-soundfont-out can score
 MIXED_FONTS_SHARE = 0.5
+NO_INSTRUMENT_SHARE = 0.05  # of the pieces: recordings of no instrument (train/synth_nonmusic.py)
 FONT_SEPARATOR = "+"
 NO_INSTRUMENT_SOURCE = "no instrument"  # the fonts field of a recording of no instrument: it uses none
 
@@ -136,15 +137,26 @@ def _part_fonts(rng: np.random.Generator, ensembles: list[str], soundfonts: list
     return fonts
 
 
-def plan_corpus(minutes: float, seed: int, soundfonts: list[Path],
-                mixed_fonts_share: float = MIXED_FONTS_SHARE) -> list[PiecePlan]:
+def ensemble_weights(no_instrument_share: float) -> np.ndarray:
+    """(len(ENSEMBLES),) draw weights: the ensembles' own, with NO_INSTRUMENT's set so that it draws that share of
+    the pieces. At 0 it is never drawn and the plan is the one of a corpus without it (a zero-probability last entry
+    leaves numpy's choice unchanged)."""
+    if not (math.isfinite(no_instrument_share) and 0.0 <= no_instrument_share < 1.0):
+        raise InstrumentIdError(f"--no-instrument must be a share from 0 to below 1, got {no_instrument_share}")
+    weights = np.array([0.0 if e is NO_INSTRUMENT else e.weight for e in ENSEMBLES])
+    weights[ENSEMBLES.index(NO_INSTRUMENT)] = no_instrument_share / (1.0 - no_instrument_share) * weights.sum()
+    return weights
+
+
+def plan_corpus(minutes: float, seed: int, soundfonts: list[Path], mixed_fonts_share: float = MIXED_FONTS_SHARE,
+                no_instrument_share: float = NO_INSTRUMENT_SHARE) -> list[PiecePlan]:
     """Draw ensembles (MusicNet-like imbalance), lengths and soundfonts until the corpus holds `minutes` of music."""
     if not (math.isfinite(minutes) and minutes > 0):
         raise InstrumentIdError(f"--minutes must be positive, got {minutes}")
     if not 0.0 <= mixed_fonts_share <= 1.0:
         raise InstrumentIdError(f"--mixed-fonts must be a share from 0 to 1, got {mixed_fonts_share}")
+    weights = ensemble_weights(no_instrument_share)
     rng = np.random.default_rng([seed, 0])
-    weights = np.array([e.weight for e in ENSEMBLES])
     target_seconds, total_seconds = 60.0 * minutes, 0.0
     ensembles, durations = [], []
     while total_seconds < target_seconds or len(durations) < 2:  # two at least: one train, one test
@@ -218,14 +230,15 @@ def _prepare_out(out: Path) -> None:
 
 
 def synthesize_corpus(out: str | os.PathLike, minutes: float, seed: int, soundfonts: list[str] | None = None,
-                      jobs: int = -1, mixed_fonts_share: float = MIXED_FONTS_SHARE) -> list[dict[str, str]]:
+                      jobs: int = -1, mixed_fonts_share: float = MIXED_FONTS_SHARE,
+                      no_instrument_share: float = NO_INSTRUMENT_SHARE) -> list[dict[str, str]]:
     """Write a whole corpus to out (replacing an earlier one in one rename); return the metadata rows."""
     if not (math.isfinite(minutes) and minutes > 0):
         raise InstrumentIdError(f"--minutes must be positive, got {minutes}")
     fonts = [check_soundfont(f) for f in soundfonts] if soundfonts else [default_soundfont()]
     load_fluidsynth()
     load_pyroomacoustics()
-    plans = plan_corpus(minutes, seed, fonts, mixed_fonts_share)
+    plans = plan_corpus(minutes, seed, fonts, mixed_fonts_share, no_instrument_share)
     out = Path(out)
     _prepare_out(out)
     with atomic_dir(out) as tmp:
@@ -252,13 +265,17 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--mixed-fonts", type=float, default=MIXED_FONTS_SHARE, metavar="SHARE",
                         help="share of pieces of two or more parts whose parts each draw their own soundfont "
                              f"(default {MIXED_FONTS_SHARE}; 0: one soundfont per piece)")
+    parser.add_argument("--no-instrument", type=float, default=NO_INSTRUMENT_SHARE, metavar="SHARE",
+                        help="share of the pieces that hold no instrument (silence, noise, hum, crackle, tones; "
+                             f"default {NO_INSTRUMENT_SHARE}; 0: none, and the corpus is as before they existed)")
     parser.add_argument("--jobs", type=int, default=-1, help="parallel render processes (default: all cores)")
 
 
 def run(args: argparse.Namespace) -> int:
     """Render the corpus and report what was written."""
     started = time.perf_counter()
-    rows = synthesize_corpus(args.out, args.minutes, args.seed, args.soundfont, args.jobs, args.mixed_fonts)
+    rows = synthesize_corpus(args.out, args.minutes, args.seed, args.soundfont, args.jobs, args.mixed_fonts,
+                             args.no_instrument)
     seconds = sum(int(r["seconds"]) for r in rows)
     print(f"wrote {len(rows)} recordings ({seconds / 60:.1f} min) to {args.out} "
           f"in {time.perf_counter() - started:.1f} s")

@@ -155,7 +155,8 @@ DISTRACTOR_ENSEMBLES: tuple[Ensemble, ...] = (
     Ensemble("Folk Band and Fiddle", 1, (("steel guitar", "accomp"), ("banjo", "counter"), ("harmonica", "melody"),
                                          ("violin", "sparse melody")), "Ballad"),
 )
-# No instrument at all (train/synth_nonmusic.py): silence, noise, hum, crackle, tones; about 5% of the pieces
-NO_INSTRUMENT = Ensemble(NO_INSTRUMENT_ENSEMBLE, 6, (), "Room Tone")
+# No instrument at all (train/synth_nonmusic.py): silence, noise, hum, crackle, tones; its draw weight comes from
+# `synth --no-instrument SHARE` (train/synth.py ensemble_weights), not from this table
+NO_INSTRUMENT = Ensemble(NO_INSTRUMENT_ENSEMBLE, 0.0, (), "Room Tone")
 ENSEMBLES: tuple[Ensemble, ...] = MUSICNET_ENSEMBLES + DISTRACTOR_ENSEMBLES + (NO_INSTRUMENT,)
 ENSEMBLE_BY_NAME: dict[str, Ensemble] = {e.name: e for e in ENSEMBLES}
