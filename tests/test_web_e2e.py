@@ -158,7 +158,7 @@ def test_a_dropped_long_file_shows_its_timeline(page, tmp_path):
     assert image.evaluate("img => [img.naturalWidth, img.naturalHeight]") == [1400, 650]
     present = [(name, item) for name, item in timeline["summary"].items() if item["present"]]
     expected = [f"{name}: {item['seconds']:.1f} s, from {item['first_seconds']:.1f} s to {item['last_seconds']:.1f} s"
-                for name, item in present] or ["no instrument above its threshold anywhere"]
+                for name, item in present] or ["none of the 11 anywhere (no instrument above its threshold)"]
     assert page.locator("#timeline-summary li").all_text_contents() == expected
     assert page.locator("article.arm").count() == 2  # the side-by-side prediction is shown too
     sync_api.expect(page.locator("#status")).to_have_text("Predicted six_seconds.wav; timeline ready.")

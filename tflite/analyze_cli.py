@@ -91,7 +91,7 @@ def summary_lines(timeline: Any) -> list[str]:
     """The whole-file summary as printed: each instrument present, for how long, first and last second."""
     present = [(name, item) for name, item in timeline.summary().items() if item["present"]]
     if not present:
-        return ["no instrument above its threshold anywhere"]
+        return ["none of the 11 anywhere (no instrument above its threshold)"]
     lines = ["instruments present:"]
     for name, item in sorted(present, key=lambda pair: -pair[1]["seconds"]):
         share = 100.0 * item["seconds"] / max(timeline.duration_seconds, 1e-9)

@@ -168,7 +168,7 @@ function showTimeline(body) {
   const present = Object.entries(body.summary).filter(([, item]) => item.present);
   const lines = present.length ? present.map(([name, item]) =>
     `${name}: ${item.seconds.toFixed(1)} s, from ${item.first_seconds.toFixed(1)} s to ${item.last_seconds.toFixed(1)} s`)
-    : ["no instrument above its threshold anywhere"];
+    : ["none of the 11 anywhere (no instrument above its threshold)"];
   $("timeline-summary").replaceChildren(...lines.map((line) => el("li", null, line)));
   $("timeline").hidden = false;
 }
