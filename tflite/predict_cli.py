@@ -51,15 +51,14 @@ def _print_text(clip: Path, result: dict) -> None:
 
 
 def _open(path: Path, num_threads: int | None) -> EdgeModel:
-    """The edge model of a .tflite file, or of a folder's raw-audio (else float32) .tflite after its manifest check."""
+    """The edge model of a .tflite file, or of a folder's raw-audio (else float32) .tflite after its manifest check
+    (open_model's: a file present but unlisted, or listed and altered, is refused there)."""
     from model_zoo.loader import FLOAT_TFLITE_FILE, RAW_AUDIO_TFLITE_FILE, open_model
     from model_zoo.tflite_model import EdgeModel
-    from model_zoo.zoo import verify_model_dir
 
     if not path.is_dir():
         return EdgeModel(path, num_threads=num_threads)
-    files = verify_model_dir(path)["files"]
-    chosen = next((name for name in (RAW_AUDIO_TFLITE_FILE, FLOAT_TFLITE_FILE) if name in files), None)
+    chosen = next((name for name in (RAW_AUDIO_TFLITE_FILE, FLOAT_TFLITE_FILE) if (path / name).is_file()), None)
     if chosen is None:
         raise InstrumentIdError(f"{path}: the folder lists no {RAW_AUDIO_TFLITE_FILE} or {FLOAT_TFLITE_FILE} (an MLP "
                                 "folder gets them from `instrument-id convert --quant raw`; any model folder runs "
