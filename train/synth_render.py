@@ -51,7 +51,7 @@ def check_soundfont(path: str | os.PathLike) -> Path:
     (.cfg mapping at least one program, timidity installed), else raise naming it."""
     path = Path(path)
     if path.suffix.lower() == PATCH_SET_SUFFIX:
-        return check_patch_set(path).path
+        return patch_set(path.resolve()).path  # parsed once: planning and rendering read the same cached set
     if path.suffix.lower() not in SOUNDFONT_SUFFIXES:
         raise InstrumentIdError(f"{path}: not a timbre source, expected a .sf2/.sf3 soundfont or a TiMidity++ .cfg")
     if not path.is_file():
@@ -68,7 +68,7 @@ def check_soundfont(path: str | os.PathLike) -> Path:
 
 @functools.lru_cache(maxsize=None)
 def patch_set(path: Path) -> PatchSet:
-    """The parsed patch set of a .cfg (parsed once per process)."""
+    """The parsed patch set of a .cfg (parsed once per process and path; failures are not cached)."""
     return check_patch_set(path)
 
 

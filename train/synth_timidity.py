@@ -35,10 +35,6 @@ class PatchSet:
     path: Path
     programs: frozenset[int]
 
-    def has_program(self, program: int) -> bool:
-        """Whether the 0-based General MIDI program has a patch."""
-        return program in self.programs
-
 
 def timidity_binary() -> str:
     """The path of the `timidity` program, or an error saying how to install it."""
