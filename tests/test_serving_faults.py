@@ -18,16 +18,11 @@ pytest.importorskip("gunicorn")
 pytest.importorskip("ai_edge_litert.interpreter")
 
 from serve_process import call, call_retrying, metric_total, running_serve, worker_pids  # noqa: E402
-from serving_fixture import app_config, encode, music_clip, needs_training, served_folders  # noqa: E402
+from serving_fixture import app_config, encode, folders, music_clip, needs_training  # noqa: E402,F401 (fixtures)
 
 pytestmark = needs_training
 UNLOGGED = "instrument_id_predictions_unlogged_total"
 REPLAYED = "instrument_id_predictions_replayed_total"
-
-
-@pytest.fixture(scope="module")
-def folders(tmp_path_factory):
-    return served_folders(tmp_path_factory)
 
 
 @pytest.fixture(scope="module")

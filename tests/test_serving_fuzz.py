@@ -30,7 +30,7 @@ from schemathesis.specs.openapi.checks import (  # noqa: E402
 )
 
 from serving.app import create_app  # noqa: E402
-from serving_fixture import app_config, encode, music_clip, needs_training, pcm_json, served_folders  # noqa: E402
+from serving_fixture import app_config, encode, folders, music_clip, needs_training, pcm_json  # noqa: E402,F401 (fixtures)
 
 pytestmark = needs_training
 CONTENT_TYPES = [
@@ -42,11 +42,6 @@ PATHS = ["/v2/predict", "/v2/compare", "/v2/analyze", "/RNA", "/v2/feedback", "/
          "/readyz", "/metrics", "/openapi.json", "/"]
 METHODS = ["GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS"]
 PCM_KEYS = ["pcm_base64", "sample_rate", "channels", "format"]
-
-
-@pytest.fixture(scope="module")
-def folders(tmp_path_factory):
-    return served_folders(tmp_path_factory)
 
 
 class AudioFiles(list):

@@ -18,14 +18,9 @@ import pytest
 pytest.importorskip("gunicorn")
 pytest.importorskip("ai_edge_litert.interpreter")
 
-from serving_fixture import app_config, encode, music_clip, needs_training, pcm_json, served_folders  # noqa: E402
+from serving_fixture import app_config, encode, folders, music_clip, needs_training, pcm_json  # noqa: E402,F401 (fixtures)
 
 pytestmark = needs_training
-
-
-@pytest.fixture(scope="module")
-def folders(tmp_path_factory):
-    return served_folders(tmp_path_factory)
 
 
 def _free_port() -> int:

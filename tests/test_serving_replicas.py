@@ -14,14 +14,9 @@ pytest.importorskip("psycopg")
 
 from postgres_fixture import postgres_server, postgres_url  # noqa: E402,F401
 from serve_process import call, metric_total, running_serve  # noqa: E402
-from serving_fixture import app_config, encode, music_clip, needs_training, served_folders  # noqa: E402
+from serving_fixture import app_config, encode, folders, music_clip, needs_training  # noqa: E402,F401 (fixtures)
 
 pytestmark = needs_training
-
-
-@pytest.fixture(scope="module")
-def folders(tmp_path_factory):
-    return served_folders(tmp_path_factory)
 
 
 def test_two_replicas_log_every_answer_keep_clients_on_their_arm_and_report_both(folders, postgres_url, tmp_path, capsys):
