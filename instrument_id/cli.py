@@ -21,6 +21,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "sweep-window": ("train.sweep_window", "one RandomForest per window length, 1 to 12 s: macro-F1 and train time"),
     "ceiling": ("train.ceiling", "how far window-statistics models go on a corpus: shipped inputs vs richer ones"),
     "feature-study": ("train.feature_study", "musicnn outputs x heads on synthetic validation, and the leave-one-soundfont-out matrix"),
+    "draw-study": ("train.draw_study", "leave-one-soundfont-out fitted on one, the other or every corpus draw, with and without augmented copies"),
     "evaluate": ("train.evaluate", "score models on a feature cache or a labelled folder of clips: report, PR curves, PCA plot"),
     "convert-musicnn": ("train.musicnn_convert", "convert the musicnn wheel's MTT_musicnn checkpoint into model_zoo/embeddings/musicnn"),
     "convert": ("tflite.convert", "convert an MLP model folder to .tflite files (float32, float16, dynamic, int8, raw audio)"),
