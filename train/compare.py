@@ -91,7 +91,7 @@ def paired_bootstrap(Y: np.ndarray, before: tuple[np.ndarray, np.ndarray], after
     whole = np.ones((1, n), dtype=np.int64)
     point_before, point_after = figures(Y, *before, whole)[0], figures(Y, *after, whole)[0]
     change = np.concatenate([figures(Y, *after, chunk) - figures(Y, *before, chunk)
-                             for chunk in tqdm(np.array_split(weights, max(1, resamples // 100)), desc="bootstrap",
+                             for chunk in tqdm(np.array_split(weights, max(1, resamples // 100)), desc="bootstrap", disable=None,
                                                unit="x100", leave=False)])  # (R, 3)
     low, high = np.nanpercentile(change, [2.5, 97.5], axis=0)
     return {name: {"before": float(point_before[k]), "after": float(point_after[k]),
