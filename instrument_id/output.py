@@ -35,3 +35,18 @@ def print_json(value: Any) -> None:
     stream = data_stream()
     stream.write(json.dumps(value) + "\n")
     stream.flush()
+
+
+def publish(result: dict[str, Any], markdown_text: str, out_dir: Any, stem: str, as_json: bool) -> None:
+    """A study's figures: written as out_dir/stem.json and stem.md (atomically) when out_dir is given, then printed
+    as the JSON object (as_json) or the Markdown."""
+    from pathlib import Path
+
+    from instrument_id.atomic import write_text_atomic
+
+    if out_dir is not None:
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(out / f"{stem}.json", json.dumps(result, indent=2) + "\n")
+        write_text_atomic(out / f"{stem}.md", markdown_text)
+    print_json(result) if as_json else print(markdown_text)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
 from pathlib import Path
 from typing import Any
 
@@ -19,10 +18,9 @@ import numpy as np
 from sklearn.metrics import average_precision_score
 from tqdm import tqdm
 
-from instrument_id.atomic import write_text_atomic
 from instrument_id.errors import InstrumentIdError
 from instrument_id.instruments import NUM_INSTRUMENTS, column_names
-from instrument_id.output import print_json
+from instrument_id.output import publish
 
 FIGURES = ("macro_f1", "mAP", "quiet_share")
 
@@ -154,9 +152,5 @@ def run(args: argparse.Namespace) -> int:
             raise InstrumentIdError(f"--pair {bad[0]}: write BEFORE_LABEL=AFTER_LABEL")
         pairs = [tuple(p.split("=")) for p in args.pair]
     result = compare(args.before, args.after, pairs, args.resamples, args.seed)
-    if args.out:
-        args.out.mkdir(parents=True, exist_ok=True)
-        write_text_atomic(args.out / "compare.json", json.dumps(result, indent=2) + "\n")
-        write_text_atomic(args.out / "compare.md", markdown(result))
-    print_json(result) if args.json else print(markdown(result))
+    publish(result, markdown(result), args.out, "compare", args.json)
     return 0

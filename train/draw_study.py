@@ -16,16 +16,14 @@ soundfonts). Synthetic audio only: real recordings take no part.
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from tqdm import tqdm
 
-from instrument_id.atomic import write_text_atomic
 from instrument_id.errors import InstrumentIdError
-from instrument_id.output import print_json
+from instrument_id.output import publish
 from model_zoo.featureset import FeatureSet, load_featureset
 from train.feature_study import _restrict, _scores, held_out_masks, recording_fonts, without_source
 
@@ -171,8 +169,5 @@ def run(args: argparse.Namespace) -> int:
     result = {"features": [str(p) for p in args.features], "data": [str(p) for p in args.data],
               "feature_set": draws[0][0].feature_set.label, "without": args.without, "seed": args.seed,
               "summary": summary(rows), "rows": rows}
-    args.out.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(args.out / "study.json", json.dumps(result, indent=2) + "\n")
-    write_text_atomic(args.out / "study.md", markdown(result))
-    print_json(result) if args.json else print(markdown(result))
+    publish(result, markdown(result), args.out, "study", args.json)
     return 0

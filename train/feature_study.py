@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
 import re
 from pathlib import Path
 from typing import Any
@@ -23,10 +22,9 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from instrument_id.atomic import write_text_atomic
 from instrument_id.errors import InstrumentIdError
 from instrument_id.feature_sets import FeatureSetSpec
-from instrument_id.output import print_json
+from instrument_id.output import publish
 from model_zoo.featureset import FeatureSet, load_featureset
 from train.metrics import multilabel_metrics
 from train.synth import FONT_SEPARATOR, NO_INSTRUMENT_SOURCE
@@ -220,8 +218,5 @@ def run(args: argparse.Namespace) -> int:
             result["loso_without"] = args.loso_without
         result["loso_feature_set"] = loso.feature_set.label
         result["leave_one_soundfont_out"] = leave_one_font_out(loso, fonts, heads, args.seed)
-    args.out.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(args.out / "study.json", json.dumps(result, indent=2) + "\n")
-    write_text_atomic(args.out / "study.md", markdown(result))
-    print_json(result) if args.json else print(markdown(result))
+    publish(result, markdown(result), args.out, "study", args.json)
     return 0

@@ -12,7 +12,6 @@ real recordings (`evaluate --clips`) judge that.
 from __future__ import annotations
 
 import argparse
-import json
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -20,11 +19,10 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from instrument_id.atomic import write_text_atomic
 from instrument_id.audio import resample
 from instrument_id.errors import InstrumentIdError
 from instrument_id.instruments import column_names
-from instrument_id.output import print_json
+from instrument_id.output import publish
 from train.synth_nonmusic import KINDS, _segment
 from train.synth_perform import SAMPLE_RATE_HZ
 
@@ -101,9 +99,5 @@ def run(args: argparse.Namespace) -> int:
     result = {"clips_per_kind": args.clips_per_kind, "seconds": args.seconds, "seed": args.seed,
               "models": {str(path): check_model(open_model(path), args.clips_per_kind, args.seconds, args.seed)
                          for path in args.model}}
-    if args.out:
-        args.out.mkdir(parents=True, exist_ok=True)
-        write_text_atomic(args.out / "quiet_check.json", json.dumps(result, indent=2) + "\n")
-        write_text_atomic(args.out / "quiet_check.md", markdown(result))
-    print_json(result) if args.json else print(markdown(result))
+    publish(result, markdown(result), args.out, "quiet_check", args.json)
     return 0
