@@ -31,7 +31,8 @@ CLI=.venv/bin/instrument-id
 # FREEPATS=1 adds the freepats patch set (TiMidity++) as a fifth source and NO_INSTRUMENT=SHARE that share of pieces
 # holding no instrument (silence, noise, hum, tones). Both are off by default: judged once on real-dev, the corpus
 # with both (FREEPATS=1 NO_INSTRUMENT=0.05) took the musicnn model from macro-F1 0.589 to 0.365 (the seed mlp and
-# rf rose, 0.307 -> 0.378 and 0.262 -> 0.344); see docs/results.md.
+# rf rose, 0.307 -> 0.378 and 0.262 -> 0.344); NO_INSTRUMENT=0.05 alone, at 360 minutes, took it from 0.589 to
+# 0.320 (while `instrument-id quiet-check` on noise, hum and tones rose from 71% quiet to 98%); see docs/results.md.
 FREEPATS=${FREEPATS:-0}
 NO_INSTRUMENT=${NO_INSTRUMENT:-0}
 FONTS=("$(.venv/bin/python -c 'import os, pretty_midi; print(os.path.join(os.path.dirname(pretty_midi.__file__), "TimGM6mb.sf2"))')")
