@@ -24,7 +24,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "draw-study": ("train.draw_study", "leave-one-soundfont-out fitted on one, the other or every corpus draw, with and without augmented copies"),
     "evaluate": ("train.evaluate", "score models on a feature cache or a labelled folder of clips: report, PR curves, PCA plot"),
     "quiet-check": ("train.quiet_check", "clips of silence, noise, hum, crackle, tones and bursts: how often each model answers none of the 11"),
-    "compare": ("train.compare", "two evaluate --clips reports of the same clips: each figure's change and its paired-bootstrap 95% interval"),
+    "compare": ("train.compare", "two evaluate --clips reports of the same clips: each figure's change and its paired-bootstrap 95-percent interval"),
     "convert-musicnn": ("train.musicnn_convert", "convert the musicnn wheel's MTT_musicnn checkpoint into model_zoo/embeddings/musicnn"),
     "convert": ("tflite.convert", "convert an MLP model folder to .tflite files (float32, float16, dynamic, int8, raw audio)"),
     "predict": ("tflite.predict_cli", "name the instruments in audio clips with a .tflite model (edge runtime, no TensorFlow)"),

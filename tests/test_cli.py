@@ -41,3 +41,16 @@ def test_with_json_what_a_command_prints_goes_to_stderr(monkeypatch, capsys, tmp
     assert captured.out == '{"macro_f1": 0.5}\n' and "training... 50%" in captured.err
     assert cli.main(["talky"]) == 0
     assert capsys.readouterr().out == "training... 50%\ndone\n"
+
+
+def test_the_top_level_help_and_every_subcommands_help_format(capsys):
+    """argparse %-formats help strings: a bare % in any of them breaks --help for the whole console script."""
+    import pytest
+
+    for argv in (["--help"], *([name, "--help"] for name in cli.COMMANDS)):
+        with pytest.raises(SystemExit) as exited:
+            cli.main(argv)
+        assert exited.value.code == 0, argv
+        printed = capsys.readouterr().out
+        assert printed.startswith("usage: instrument-id"), argv
+    assert "95-percent interval" in " ".join(cli.build_parser().format_help().split())
