@@ -5,7 +5,10 @@ from __future__ import annotations
 import contextlib
 import json
 import sys
+from pathlib import Path
 from typing import Any, Iterator, TextIO
+
+from instrument_id.atomic import write_text_atomic
 
 _json_stream: TextIO | None = None  # the real stdout while json_only() is active
 
@@ -40,10 +43,6 @@ def print_json(value: Any) -> None:
 def publish(result: dict[str, Any], markdown_text: str, out_dir: Any, stem: str, as_json: bool) -> None:
     """A study's figures: written as out_dir/stem.json and stem.md (atomically) when out_dir is given, then printed
     as the JSON object (as_json) or the Markdown."""
-    from pathlib import Path
-
-    from instrument_id.atomic import write_text_atomic
-
     if out_dir is not None:
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import sys
 
+import pytest
+
 from instrument_id import cli
 
 
@@ -45,8 +47,6 @@ def test_with_json_what_a_command_prints_goes_to_stderr(monkeypatch, capsys, tmp
 
 def test_the_top_level_help_and_every_subcommands_help_format(capsys):
     """argparse %-formats help strings: a bare % in any of them breaks --help for the whole console script."""
-    import pytest
-
     for argv in (["--help"], *([name, "--help"] for name in cli.COMMANDS)):
         with pytest.raises(SystemExit) as exited:
             cli.main(argv)

@@ -25,7 +25,7 @@ from tqdm import tqdm
 from instrument_id.errors import InstrumentIdError
 from instrument_id.output import publish
 from model_zoo.featureset import FeatureSet, load_featureset
-from train.feature_study import _restrict, _scores, held_out_masks, recording_fonts, without_source
+from train.feature_study import _restrict, held_out_masks, held_out_scores, recording_fonts, without_source
 
 FITS = ("own", "others", "all", "all_originals")
 
@@ -94,15 +94,11 @@ def draw_study(draws: list[tuple[FeatureSet, dict[str, frozenset[str]]]], heads:
                       for key, mask in tqdm(masks.items(), desc=f"fits without {held_out}", unit="fit", leave=False)}
             for test_draw in range(len(draws)):
                 target = score & (features.variant == 0) & (draw == test_draw)
-                quiet = features.Y[target].sum(axis=1) == 0
                 for kind in FITS:
-                    model = models[_fit_for(kind, test_draw, len(draws))]
-                    scores = _scores(model, features, target)
-                    answered_nothing = ~model.predict_features(features.X[target])[1].any(axis=1)
+                    key = _fit_for(kind, test_draw, len(draws))
                     rows.append({"held_out": held_out, "head": head, "test_draw": test_draw, "fit": kind,
-                                 "n_fit_windows": int(masks[_fit_for(kind, test_draw, len(draws))].sum()),
-                                 "n_windows": int(target.sum()), "macro_f1": scores["macro_f1"], "mAP": scores["mAP"],
-                                 "quiet_share_no_instrument": float(answered_nothing[quiet].mean()) if quiet.any() else None})
+                                 "n_fit_windows": int(masks[key].sum()), "n_windows": int(target.sum()),
+                                 **held_out_scores(models[key], features, target)})
     return rows
 
 
