@@ -22,6 +22,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "ceiling": ("train.ceiling", "how far window-statistics models go on a corpus: shipped inputs vs richer ones"),
     "feature-study": ("train.feature_study", "musicnn outputs x heads on synthetic validation, and the leave-one-soundfont-out matrix"),
     "draw-study": ("train.draw_study", "leave-one-soundfont-out fitted on one, the other or every corpus draw, with and without augmented copies"),
+    "threshold-study": ("train.threshold_study", "leave-one-soundfont-out: thresholds chosen on valid, cross-source (on unheard timbres) or at 0.5"),
     "evaluate": ("train.evaluate", "score models on a feature cache or a labelled folder of clips: report, PR curves, PCA plot"),
     "quiet-check": ("train.quiet_check", "clips of silence, noise, hum, crackle, tones and bursts: how often each model answers none of the 11"),
     "compare": ("train.compare", "two evaluate --clips reports of the same clips: each figure's change and its paired-bootstrap 95-percent interval"),

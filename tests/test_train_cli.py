@@ -103,3 +103,48 @@ def test_missing_features_file_is_refused(tmp_path, existing_out, capsys):
 def test_bad_epochs_are_refused(features_file, existing_out, capsys):
     _assert_refused(["--features", str(features_file), "--model", "mlp", "--epochs", "0"], existing_out, capsys,
                     "--epochs must be at least 1")
+
+
+def _corpus_of(tmp_path: Path, features: FeatureSet, kinds: list[set[str]]) -> tuple[Path, FeatureSet]:
+    """A tiny MusicNet-layout corpus whose recordings are the cache's (rec0, rec1, ...), recording k rendered with
+    kinds[k % len(kinds)], and the cache relabelled as made from it."""
+    from conftest import make_musicnet_fixture
+    from test_draw_study import synth_source
+    from test_feature_study import write_metadata
+    from train.musicnet import corpus_fingerprint
+
+    ids = sorted({str(r) for r in features.recording}, key=lambda r: int(r[3:]))
+    root = make_musicnet_fixture(tmp_path / "synth", [{"id": r, "split": "train", "seconds": 0.05} for r in ids])
+    write_metadata(root, {r: synth_source(frozenset(kinds[int(r[3:]) % len(kinds)])) for r in ids})
+    config = {**features.config, "corpus_fingerprint": corpus_fingerprint(root)}
+    return root, dataclasses.replace(features, config=config)
+
+
+def test_cross_source_thresholds_come_from_fits_without_each_source(tmp_path):
+    from train.source_thresholds import out_of_source_predictions
+
+    kinds = [{"A"}, {"B"}, {"C"}, {"A", "B"}]
+    root, features = _corpus_of(tmp_path, make_featureset(600, separation=2.0, seed=5), kinds)
+    features.save(tmp_path / "features.npz")
+    out = tmp_path / "models"
+    assert main(["train", "--features", str(tmp_path / "features.npz"), "--model", "lr", "--out", str(out),
+                 "--thresholds", "cross-source", "--data", str(root), "--quiet"]) == 0
+    model = load_model(out / "lr")
+    assert model.metrics["threshold_source"] == "cross-source"
+    assert model.metrics["cross_source"]["sources"] == ["A", "B", "C"]
+    font_sets = [frozenset(kinds[int(str(r)[3:]) % 4]) for r in features.recording]
+    expected = out_of_source_predictions(features, font_sets, "lr", seed=0).thresholds()
+    np.testing.assert_array_equal(model.pipeline.thresholds, expected)
+    assert model.metrics["cross_source"]["n_windows"] == 450  # recordings of one source alone: 3 in 4
+
+
+def test_cross_source_needs_the_corpus_the_cache_was_made_from(tmp_path, features_file, capsys):
+    out = tmp_path / "models"
+    assert main(["train", "--features", str(features_file), "--model", "lr", "--out", str(out),
+                 "--thresholds", "cross-source"]) == 2
+    assert "needs --data" in capsys.readouterr().err
+    root, _ = _corpus_of(tmp_path, make_featureset(600), [{"A"}, {"B"}])
+    assert main(["train", "--features", str(features_file), "--model", "lr", "--out", str(out),
+                 "--thresholds", "cross-source", "--data", str(root)]) == 2
+    assert "was made from corpus synthetic-0-600, but --data" in capsys.readouterr().err
+    assert not out.exists()

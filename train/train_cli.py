@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,12 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--epochs", type=int, default=None, help="MLP: maximum epochs (early stopping may end sooner)")
     parser.add_argument("--batch-size", type=int, default=None, help="MLP: batch size")
     parser.add_argument("--quiet", action="store_true", help="no model summary or per-epoch progress")
+    parser.add_argument("--thresholds", choices=("valid", "cross-source"), default="valid",
+                        help="where the per-instrument decision thresholds are chosen: on the valid split (default), or "
+                        "cross-source: on predictions for each timbre source by a model fitted without it (one more "
+                        "fit per source; needs --data; see `instrument-id threshold-study`)")
+    parser.add_argument("--data", type=Path, help="the synthetic corpus the cache was made from (its "
+                        "musicnet_metadata.csv names each recording's timbre sources); for --thresholds cross-source")
 
 
 def _named(path: Path, exc: InstrumentIdError) -> InstrumentIdError:
@@ -43,6 +50,26 @@ def split_metrics(trained: Any, features: Any) -> dict[str, Any]:
     return out
 
 
+def window_sources(args: argparse.Namespace, features: Any) -> list[frozenset[str]]:
+    """The timbre sources of every window's recording, from --data, which must be the corpus the cache was made from."""
+    from train.feature_study import recording_fonts
+    from train.musicnet import corpus_fingerprint
+
+    if args.data is None:
+        raise InstrumentIdError("--thresholds cross-source needs --data: the synthetic corpus the cache was made from")
+    if not args.data.is_dir():
+        raise InstrumentIdError(f"--data {args.data}: not a folder")
+    made_from, here = features.config.get("corpus_fingerprint"), corpus_fingerprint(args.data)
+    if made_from != here:
+        raise InstrumentIdError(f"{args.features} was made from corpus {made_from}, but --data {args.data} is corpus "
+                                f"{here[:12]}; give the corpus the cache was made from")
+    fonts = recording_fonts(args.data)
+    unknown = sorted({str(r) for r in features.recording} - set(fonts))
+    if unknown:
+        raise InstrumentIdError(f"recordings {unknown[:5]} of {args.features} are not in {args.data}'s metadata")
+    return [fonts[str(r)] for r in features.recording]
+
+
 def run(args: argparse.Namespace) -> int:
     """Validate everything first, then train and save each model; bad input raises before anything is written."""
     from instrument_id.instruments import column_names
@@ -64,15 +91,26 @@ def run(args: argparse.Namespace) -> int:
         check_featureset(features)
     except InstrumentIdError as exc:
         raise _named(args.features, exc) from None
+    font_sets = window_sources(args, features) if args.thresholds == "cross-source" else None
     params = features.params
     for name in names:
         trained = train_model(
             features, name, seed=args.seed, epochs=args.epochs, batch_size=args.batch_size, verbose=not args.quiet
         )
+        cross_source = None
+        if font_sets is not None:
+            from train.source_thresholds import out_of_source_predictions
+
+            pooled = out_of_source_predictions(features, font_sets, name, args.seed, epochs=args.epochs,
+                                               batch_size=args.batch_size)
+            trained = dataclasses.replace(trained, pipeline=trained.pipeline.with_thresholds(pooled.thresholds()))
+            cross_source = {"sources": pooled.sources, "n_windows": int(len(pooled.Y)),
+                            "corpus": str(args.data)}
         metrics = {
             "splits": split_metrics(trained, features),
             "thresholds": dict(zip(column_names(), trained.pipeline.thresholds.tolist())),
-            "threshold_source": "valid",
+            "threshold_source": args.thresholds,
+            **({"cross_source": cross_source} if cross_source else {}),
         }
         target = save_model_dir(
             args.out / name, kind=trained.kind, name=name, model=trained.model, pipeline=trained.pipeline,
