@@ -134,8 +134,8 @@ def markdown(result: dict[str, Any]) -> str:
     return "\n".join(lines + ["", "(macro-F1 / mAP on the test draw's recordings of the held-out soundfont alone)", ""])
 
 
-def add_parser(parser: argparse.ArgumentParser) -> None:
-    """Arguments of `instrument-id draw-study`."""
+def add_draw_arguments(parser: argparse.ArgumentParser) -> None:
+    """The arguments every study over corpus draws takes (draw-study, threshold-study)."""
     parser.add_argument("--features", type=Path, nargs="+", required=True, help="one feature cache per corpus draw")
     parser.add_argument("--data", type=Path, nargs="+", required=True, help="the corpus of each cache, in the same order")
     parser.add_argument("--out", type=Path, required=True, help="folder for study.json and study.md (not model_zoo/)")
@@ -146,8 +146,9 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print one JSON object of the figures")
 
 
-def run(args: argparse.Namespace) -> int:
-    """Load the draws, run the study, write study.json and study.md, print the tables (or the JSON)."""
+def load_draws(args: argparse.Namespace) -> list[tuple[FeatureSet, dict[str, frozenset[str]]]]:
+    """Each (cache, corpus) pair of the arguments as (features, {recording: sources}), without --without's source;
+    an --out inside model_zoo/ or unpaired lists are refused before anything is read."""
     from model_zoo.zoo import refuse_model_zoo_path
 
     refuse_model_zoo_path(args.out)
@@ -160,6 +161,17 @@ def run(args: argparse.Namespace) -> int:
         if args.without and any(args.without in used for used in fonts.values()):
             features = without_source(features, fonts, args.without)
         draws.append((features, fonts))
+    return draws
+
+
+def add_parser(parser: argparse.ArgumentParser) -> None:
+    """Arguments of `instrument-id draw-study`."""
+    add_draw_arguments(parser)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Load the draws, run the study, write study.json and study.md, print the tables (or the JSON)."""
+    draws = load_draws(args)
     heads = [h for h in args.heads.split(",") if h]
     rows = draw_study(draws, heads, args.seed)
     result = {"features": [str(p) for p in args.features], "data": [str(p) for p in args.data],

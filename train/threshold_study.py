@@ -19,7 +19,6 @@ Synthetic audio only: real recordings take no part.
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -28,9 +27,8 @@ from tqdm import tqdm
 from instrument_id.errors import InstrumentIdError
 from instrument_id.instruments import INSTRUMENTS
 from instrument_id.output import publish
-from model_zoo.featureset import load_featureset
-from train.draw_study import join_draws
-from train.feature_study import _restrict, held_out_masks, recording_fonts, without_source
+from train.draw_study import add_draw_arguments, join_draws, load_draws
+from train.feature_study import _restrict, held_out_masks
 from train.metrics import multilabel_metrics
 from train.source_thresholds import out_of_source_predictions
 
@@ -126,30 +124,12 @@ def markdown(result: dict[str, Any]) -> str:
 
 def add_parser(parser: argparse.ArgumentParser) -> None:
     """Arguments of `instrument-id threshold-study`."""
-    parser.add_argument("--features", type=Path, nargs="+", required=True, help="one feature cache per corpus draw")
-    parser.add_argument("--data", type=Path, nargs="+", required=True, help="the corpus of each cache, in the same order")
-    parser.add_argument("--out", type=Path, required=True, help="folder for study.json and study.md (not model_zoo/)")
-    parser.add_argument("--heads", default="mlp", help="comma-separated model names (lr,mlp,rf,...)")
-    parser.add_argument("--without", metavar="SOURCE", help="drop every recording that uses this timbre source (e.g. "
-                        "freepats.cfg) from every draw that has one")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--json", action="store_true", help="print one JSON object of the figures")
+    add_draw_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:
     """Load the draws, run the study, write study.json and study.md, print the tables (or the JSON)."""
-    from model_zoo.zoo import refuse_model_zoo_path
-
-    refuse_model_zoo_path(args.out)
-    if len(args.features) != len(args.data):
-        raise InstrumentIdError(f"--features names {len(args.features)} caches but --data {len(args.data)} corpora; "
-                                "give one corpus per cache, in the same order")
-    draws = []
-    for cache, data in zip(args.features, args.data):
-        features, fonts = load_featureset(cache), recording_fonts(data)
-        if args.without and any(args.without in used for used in fonts.values()):
-            features = without_source(features, fonts, args.without)
-        draws.append((features, fonts))
+    draws = load_draws(args)
     heads = [h for h in args.heads.split(",") if h]
     cells, thresholds = threshold_study(draws, heads, args.seed)
     result = {"features": [str(p) for p in args.features], "data": [str(p) for p in args.data],
