@@ -54,6 +54,12 @@ def join_draws(draws: list[tuple[FeatureSet, dict[str, frozenset[str]]]]) -> tup
     return joined, font_sets, draw
 
 
+def alone_in_every_draw(font_sets: list[frozenset[str]], draw: np.ndarray, n_draws: int) -> list[str]:
+    """The soundfonts that some recording of every draw uses alone, sorted (font_sets and draw: one per window)."""
+    return [font for font in sorted(set().union(*font_sets))
+            if all(any(fonts == {font} for fonts, d in zip(font_sets, draw) if d == i) for i in range(n_draws))]
+
+
 def fit_masks(fit: np.ndarray, draw: np.ndarray, variant: np.ndarray, n_draws: int) -> dict[tuple[str, int | None], np.ndarray]:
     """{(fit kind, draw or None): windows to fit on}, from the held-out fold's fit mask; 'others' of one of two draws
     is the other draw's 'own' and is not fitted twice."""
@@ -81,8 +87,7 @@ def draw_study(draws: list[tuple[FeatureSet, dict[str, frozenset[str]]]], heads:
     if len(draws) < 2:
         raise InstrumentIdError(f"a draw study needs at least 2 corpora, got {len(draws)}")
     features, font_sets, draw = join_draws(draws)
-    alone_in_every = [font for font in sorted(set().union(*font_sets))
-                      if all(any(fonts == {font} for fonts, d in zip(font_sets, draw) if d == i) for i in range(len(draws)))]
+    alone_in_every = alone_in_every_draw(font_sets, draw, len(draws))
     if not alone_in_every:
         raise InstrumentIdError("no soundfont is used alone in every draw: nothing to hold out")
     rows = []

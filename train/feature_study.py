@@ -73,15 +73,19 @@ def _scores(model: Any, features: FeatureSet, mask: np.ndarray) -> dict[str, Any
     return multilabel_metrics(features.Y[mask], decisions, probabilities)
 
 
-def held_out_scores(model: Any, features: FeatureSet, mask: np.ndarray) -> dict[str, Any]:
-    """Macro-F1, mAP and the share of no-instrument windows answered with nothing (None without such windows) of
-    the masked windows, from one pass of the model."""
-    probabilities, decisions = model.predict_features(features.X[mask])  # (n, 11) each
-    scores = multilabel_metrics(features.Y[mask], decisions, probabilities)
-    quiet = features.Y[mask].sum(axis=1) == 0  # (n,) windows of no instrument
+def decision_scores(Y: np.ndarray, probabilities: np.ndarray, decisions: np.ndarray) -> dict[str, Any]:
+    """Macro-F1, mAP and the share of no-instrument windows answered with nothing (None without such windows)."""
+    scores = multilabel_metrics(Y, decisions, probabilities)
+    quiet = Y.sum(axis=1) == 0  # (n,) windows of no instrument
     answered_nothing = ~np.asarray(decisions, dtype=bool).any(axis=1)  # (n,)
     return {"macro_f1": scores["macro_f1"], "mAP": scores["mAP"],
             "quiet_share_no_instrument": float(answered_nothing[quiet].mean()) if quiet.any() else None}
+
+
+def held_out_scores(model: Any, features: FeatureSet, mask: np.ndarray) -> dict[str, Any]:
+    """decision_scores of the masked windows, from one pass of the model."""
+    probabilities, decisions = model.predict_features(features.X[mask])  # (n, 11) each
+    return decision_scores(features.Y[mask], probabilities, decisions)
 
 
 def heads_study(features: FeatureSet, combinations: list[str], heads: list[str], seed: int) -> list[dict[str, Any]]:

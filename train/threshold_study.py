@@ -27,20 +27,11 @@ from tqdm import tqdm
 from instrument_id.errors import InstrumentIdError
 from instrument_id.instruments import INSTRUMENTS
 from instrument_id.output import publish
-from train.draw_study import add_draw_arguments, join_draws, load_draws
-from train.feature_study import _restrict, held_out_masks
-from train.metrics import multilabel_metrics
+from train.draw_study import add_draw_arguments, alone_in_every_draw, join_draws, load_draws
+from train.feature_study import _restrict, decision_scores, held_out_masks
 from train.source_thresholds import out_of_source_predictions
 
 POLICIES = ("valid", "cross-source", "fixed-0.5", "ensemble-valid", "ensemble-cross-source")
-
-
-def _cell(Y: np.ndarray, P: np.ndarray, thresholds: np.ndarray) -> dict[str, Any]:
-    decisions = P >= thresholds  # (n, 11)
-    scores = multilabel_metrics(Y, decisions, P)
-    quiet = Y.sum(axis=1) == 0
-    return {"macro_f1": scores["macro_f1"], "mAP": scores["mAP"],
-            "quiet_share_no_instrument": float((~decisions.any(axis=1))[quiet].mean()) if quiet.any() else None}
 
 
 def threshold_study(draws: list, heads: list[str], seed: int) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
@@ -49,8 +40,7 @@ def threshold_study(draws: list, heads: list[str], seed: int) -> tuple[list[dict
     from train.models import choose_thresholds, train_model
 
     features, font_sets, draw = join_draws(draws)
-    alone_in_every = [font for font in sorted(set().union(*font_sets))
-                      if all(any(fonts == {font} for fonts, d in zip(font_sets, draw) if d == i) for i in range(len(draws)))]
+    alone_in_every = alone_in_every_draw(font_sets, draw, len(draws))
     if len(alone_in_every) < 3:
         raise InstrumentIdError("a threshold study needs at least 3 soundfonts each used alone in every draw (one held "
                                 f"out, two for the nested cross-source fits); these draws have {alone_in_every or 'none'}")
@@ -79,7 +69,8 @@ def threshold_study(draws: list, heads: list[str], seed: int) -> tuple[list[dict
                     in_draw = draw[target] == test_draw
                     cells.append({"held_out": held_out, "head": head, "test_draw": test_draw, "policy": policy,
                                   "n_windows": int(in_draw.sum()),
-                                  **_cell(features.Y[target][in_draw], probabilities[in_draw], thresholds)})
+                                  **decision_scores(features.Y[target][in_draw], probabilities[in_draw],
+                                                    probabilities[in_draw] >= thresholds)})
     return cells, threshold_rows
 
 

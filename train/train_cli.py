@@ -19,7 +19,9 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--epochs", type=int, default=None, help="MLP: maximum epochs (early stopping may end sooner)")
     parser.add_argument("--batch-size", type=int, default=None, help="MLP: batch size")
     parser.add_argument("--quiet", action="store_true", help="no model summary or per-epoch progress")
-    parser.add_argument("--thresholds", choices=("valid", "cross-source"), default="valid",
+    from train.source_thresholds import POLICIES
+
+    parser.add_argument("--thresholds", choices=POLICIES, default="valid",
                         help="where the per-instrument decision thresholds are chosen: on the valid split (default), or "
                         "cross-source: on predictions for each timbre source by a model fitted without it (one more "
                         "fit per source; needs --data; see `instrument-id threshold-study`)")
