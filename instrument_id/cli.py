@@ -13,7 +13,8 @@ from instrument_id.output import json_only
 # subcommand -> (module, one-line help); modules are imported only when their command runs,
 # so the edge install (no TensorFlow, no librosa) can run `predict`.
 COMMANDS: dict[str, tuple[str, str]] = {
-    "synth": ("train.synth", "render a synthetic corpus in the MusicNet layout"),
+    "synth": ("train.synth", "render a corpus in the MusicNet layout from soundfonts, patch sets and SFZ libraries"),
+    "real-notes": ("train.real_notes", "SFZ libraries (train / held-out valid) from real note-by-note recordings, for synth"),
     "features": ("train.feature_cache", "compute (or reuse) the feature cache of a corpus"),
     "bench": ("bench.cli", "benchmarks (features, ...): measured figures and ratios against a baseline in the same run"),
     "train": ("train.train_cli", "train a model from a feature cache"),

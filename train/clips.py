@@ -9,6 +9,7 @@ is judged exactly like a window of the synthetic test split.
 from __future__ import annotations
 
 import csv
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,6 +24,7 @@ from instrument_id.params import AudioParams
 from model_zoo.featurizers import featurize
 
 FILE_COLUMN = "file"
+INSTRUMENT_COLUMN = re.compile(r"^[A-Za-z][\w ]*\(\d+\)$")  # 'violin(41)': the form of an instrument's label column
 
 
 @dataclass
@@ -63,6 +65,11 @@ def read_labels(labels_csv: str | Path, clips_dir: str | Path) -> LabelledClips:
             header = reader.fieldnames or []
             columns = column_names()
             missing = [c for c in (FILE_COLUMN, *columns) if c not in header]
+            unknown = [c for c in header if INSTRUMENT_COLUMN.match(c or "") and c not in columns]
+            if unknown:
+                raise InstrumentIdError(
+                    f"{labels_csv} line 1: unknown instrument column(s) {', '.join(unknown)}; the instruments are "
+                    f"{', '.join(columns)} (a clip of any other instrument is a row of zeros)")
             if missing:
                 raise InstrumentIdError(
                     f"{labels_csv}: missing column(s) {', '.join(missing)}; a labels CSV needs '{FILE_COLUMN}' and "

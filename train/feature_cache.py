@@ -165,7 +165,13 @@ def _assemble(recordings: list[Recording], assignment: dict[str, str], parts_dir
 
 def add_parser(parser: argparse.ArgumentParser) -> None:
     """Arguments of `instrument-id features`."""
-    parser.add_argument("--data", required=True, help="corpus folder in the MusicNet layout")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--data", help="corpus folder in the MusicNet layout")
+    source.add_argument("--clips", type=Path, metavar="DIR",
+                        help="a folder of labelled recordings instead (with --labels, the `evaluate --clips` format): "
+                             "each clip's windows carry its labels; --split stratified splits by clip, or "
+                             "train / valid / test puts every clip in that split")
+    parser.add_argument("--labels", type=Path, metavar="CSV", help="with --clips: the labels CSV (file + 11 0/1 columns)")
     parser.add_argument("--out", required=True, help="feature cache file (.npz)")
     defaults = AudioParams()
     parser.add_argument("--window", type=float, default=defaults.window_seconds,
@@ -174,8 +180,9 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--min-presence", type=float, default=defaults.min_presence_seconds,
                         help="seconds an instrument must sound in a window (default %(default)s)")
     parser.add_argument("--augment", type=int, default=9, help="augmented variants per train window, 0..9 (default 9)")
-    parser.add_argument("--split", choices=("official", "stratified"), default="stratified",
-                        help="official MusicNet test set, or a recording-level split with every instrument in valid and test")
+    parser.add_argument("--split", choices=("official", "stratified", "train", "valid", "test"), default="stratified",
+                        help="official MusicNet test set, or a recording-level split with every instrument in valid and "
+                             "test; with --clips also train, valid or test (every clip in that split)")
     parser.add_argument("--feature-set", default="seed26", metavar="NAME",
                         help="seed26 (the 26 window means, default) or musicnn (the pretrained embedding's max_pool; "
                              "musicnn:max_pool+mean_pool concatenates outputs)")
@@ -197,6 +204,12 @@ def run(args: argparse.Namespace) -> int:
     fields = {} if args.pca is None else {"pca_components": args.pca}
     params = default_params(spec, window_seconds=args.window, hop_seconds=args.hop,
                             min_presence_seconds=args.min_presence, **fields)
+    if args.clips is not None:
+        return _run_clips(args, params, spec)
+    if args.labels is not None:
+        raise InstrumentIdError("--labels goes with --clips (a corpus folder has its own label files)")
+    if args.split not in ("official", "stratified"):
+        raise InstrumentIdError(f"--split {args.split} applies to --clips; a corpus splits 'official' or 'stratified'")
     featureset, report = build_feature_cache(
         args.data, args.out, params, n_augment=args.augment, split=args.split, seed=args.seed, jobs=args.jobs,
         on_error=args.on_error, allow_missing=args.allow_missing_instruments, force=args.force, spec=spec)
@@ -212,4 +225,19 @@ def run(args: argparse.Namespace) -> int:
               f"instruments in recordings: {counts[split_name].tolist()}")
     for rec_id, reason in report["skipped"]:
         print(f"  skipped {rec_id}: {reason}")
+    return 0
+
+
+def _run_clips(args: argparse.Namespace, params: AudioParams, spec: FeatureSetSpec) -> int:
+    """features --clips: compute the labelled folder's cache and write it atomically."""
+    from train.clip_cache import build_clip_cache
+
+    if args.labels is None:
+        raise InstrumentIdError("--clips needs --labels CSV (a 'file' column and one 0/1 column per instrument)")
+    started = time.perf_counter()
+    featureset = build_clip_cache(args.clips, args.labels, params, spec, split=args.split, seed=args.seed)
+    featureset.save(args.out)
+    splits, counts = np.unique(featureset.split, return_counts=True)
+    print(f"wrote {args.out}: {spec.label}, {len(featureset.X)} windows from {len(np.unique(featureset.recording))} "
+          f"clips ({', '.join(f'{s} {c}' for s, c in zip(splits, counts))}) in {time.perf_counter() - started:.1f} s")
     return 0

@@ -24,7 +24,7 @@ from tqdm import tqdm
 from instrument_id.atomic import atomic_dir, write_text_atomic
 from instrument_id.errors import InstrumentIdError
 from instrument_id.instruments import INSTRUMENTS
-from train.synth_ensembles import ENSEMBLE_BY_NAME, ENSEMBLES, NO_INSTRUMENT, SPECS
+from train.synth_ensembles import ENSEMBLE_BY_NAME, ENSEMBLE_SETS, NO_INSTRUMENT, SPECS, Ensemble
 from train.synth_chain import record
 from train.synth_mix import render_mix
 from train.synth_nonmusic import render_nonmusic
@@ -62,7 +62,7 @@ class PiecePlan:
     seed: int
 
 
-def _coverage_swaps(rng: np.random.Generator, ensembles: list[str]) -> list[str]:
+def _coverage_swaps(rng: np.random.Generator, ensembles: list[str], table: tuple[Ensemble, ...]) -> list[str]:
     """Swap pieces to ensembles holding instruments in fewer than MIN_PIECES_PER_INSTRUMENT pieces, never taking
     a piece whose instruments would drop below that (labelled instruments: the others need no coverage)."""
     ensembles = list(ensembles)
@@ -80,7 +80,7 @@ def _coverage_swaps(rng: np.random.Generator, ensembles: list[str]) -> list[str]
                      if all(have[x] > MIN_PIECES_PER_INSTRUMENT for x in ENSEMBLE_BY_NAME[e].labelled_instruments)]
             if not spare:
                 break
-            holders = [e for e in ENSEMBLES if name in e.instruments]
+            holders = [e for e in table if name in e.instruments]
             weights = np.array([e.weight for e in holders])
             ensembles[spare[rng.integers(len(spare))]] = holders[rng.choice(len(holders), p=weights / weights.sum())].name
     return ensembles
@@ -113,11 +113,12 @@ def _test_indices(rng: np.random.Generator, ensembles: list[str]) -> set[int]:
 
 
 def _part_fonts(rng: np.random.Generator, ensembles: list[str], soundfonts: list[Path],
-                mixed_fonts_share: float) -> list[tuple[str, ...]]:
+                mixed_fonts_share: float, fallbacks: list[Path] = ()) -> list[tuple[str, ...]]:
     """Soundfonts per part of each piece: one font per piece, cycled in a seeded order so that every soundfont is
     used when it can be; in a mixed_fonts_share of the pieces with two or more parts each part draws its own. A part
     whose program the drawn source lacks (a patch set such as freepats has no viola) draws one of the sources that
-    have it; with soundfonts only, no such draw is made, so their corpora are as before."""
+    have it; with soundfonts only, no such draw is made, so their corpora are as before. A fallback source plays
+    only the parts that no main source has (a harpsichord beside a library of real orchestral notes)."""
     order = rng.permutation(len(soundfonts))
     programs = [source_programs(f) for f in soundfonts]  # None: a full General MIDI soundfont
     fonts = []
@@ -131,42 +132,49 @@ def _part_fonts(rng: np.random.Generator, ensembles: list[str], soundfonts: list
             if programs[picks[k]] is not None and program not in programs[picks[k]]:
                 having = [j for j, p in enumerate(programs) if p is None or program in p]
                 if not having:
+                    having = [len(soundfonts) + j for j, f in enumerate(fallbacks)
+                              if source_programs(f) is None or program in source_programs(f)]
+                if not having:
                     raise InstrumentIdError(f"no timbre source given plays {name} (GM program {program + 1})")
                 picks[k] = having[rng.integers(len(having))]
-        fonts.append(tuple(str(soundfonts[k]) for k in picks))
+        fonts.append(tuple(str([*soundfonts, *fallbacks][k]) for k in picks))
     return fonts
 
 
-def ensemble_weights(no_instrument_share: float) -> np.ndarray:
-    """(len(ENSEMBLES),) draw weights: the ensembles' own, with NO_INSTRUMENT's set so that it draws that share of
+def ensemble_weights(no_instrument_share: float, table: tuple[Ensemble, ...] = ENSEMBLE_SETS["musicnet"]) -> np.ndarray:
+    """(len(table),) draw weights: the ensembles' own, with NO_INSTRUMENT's set so that it draws that share of
     the pieces. At 0 it is never drawn and the plan is the one of a corpus without it (a zero-probability last entry
     leaves numpy's choice unchanged)."""
     if not (math.isfinite(no_instrument_share) and 0.0 <= no_instrument_share < 1.0):
         raise InstrumentIdError(f"--no-instrument must be a share from 0 to below 1, got {no_instrument_share}")
-    weights = np.array([0.0 if e is NO_INSTRUMENT else e.weight for e in ENSEMBLES])
-    weights[ENSEMBLES.index(NO_INSTRUMENT)] = no_instrument_share / (1.0 - no_instrument_share) * weights.sum()
+    weights = np.array([0.0 if e is NO_INSTRUMENT else e.weight for e in table])
+    weights[table.index(NO_INSTRUMENT)] = no_instrument_share / (1.0 - no_instrument_share) * weights.sum()
     return weights
 
 
 def plan_corpus(minutes: float, seed: int, soundfonts: list[Path], mixed_fonts_share: float = MIXED_FONTS_SHARE,
-                no_instrument_share: float = NO_INSTRUMENT_SHARE) -> list[PiecePlan]:
+                no_instrument_share: float = NO_INSTRUMENT_SHARE, ensemble_set: str = "musicnet",
+                fallbacks: list[Path] = ()) -> list[PiecePlan]:
     """Draw ensembles (MusicNet-like imbalance), lengths and soundfonts until the corpus holds `minutes` of music."""
+    if ensemble_set not in ENSEMBLE_SETS:
+        raise InstrumentIdError(f"unknown ensemble set {ensemble_set!r}; choose one of {', '.join(ENSEMBLE_SETS)}")
+    table = ENSEMBLE_SETS[ensemble_set]
     if not (math.isfinite(minutes) and minutes > 0):
         raise InstrumentIdError(f"--minutes must be positive, got {minutes}")
     if not 0.0 <= mixed_fonts_share <= 1.0:
         raise InstrumentIdError(f"--mixed-fonts must be a share from 0 to 1, got {mixed_fonts_share}")
-    weights = ensemble_weights(no_instrument_share)
+    weights = ensemble_weights(no_instrument_share, table)
     rng = np.random.default_rng([seed, 0])
     target_seconds, total_seconds = 60.0 * minutes, 0.0
     ensembles, durations = [], []
     while total_seconds < target_seconds or len(durations) < 2:  # two at least: one train, one test
         remaining = target_seconds - total_seconds
         durations.append(float(min(rng.uniform(*PIECE_SECONDS), max(PIECE_SECONDS[0], remaining))))
-        ensembles.append(ENSEMBLES[rng.choice(len(ENSEMBLES), p=weights / weights.sum())].name)
+        ensembles.append(table[rng.choice(len(table), p=weights / weights.sum())].name)
         total_seconds += durations[-1]
-    ensembles = _coverage_swaps(rng, ensembles)
+    ensembles = _coverage_swaps(rng, ensembles, table)
     test = _test_indices(rng, ensembles)
-    fonts = _part_fonts(rng, ensembles, soundfonts, mixed_fonts_share)
+    fonts = _part_fonts(rng, ensembles, soundfonts, mixed_fonts_share, fallbacks)
     seeds = rng.integers(0, 2**63 - 1, size=len(ensembles))
     return [PiecePlan(FIRST_RECORDING_ID + i, "test" if i in test else "train", e, d, f, int(s))
             for i, (e, d, f, s) in enumerate(zip(ensembles, durations, fonts, seeds))]
@@ -231,14 +239,16 @@ def _prepare_out(out: Path) -> None:
 
 def synthesize_corpus(out: str | os.PathLike, minutes: float, seed: int, soundfonts: list[str] | None = None,
                       jobs: int = -1, mixed_fonts_share: float = MIXED_FONTS_SHARE,
-                      no_instrument_share: float = NO_INSTRUMENT_SHARE) -> list[dict[str, str]]:
+                      no_instrument_share: float = NO_INSTRUMENT_SHARE, ensemble_set: str = "musicnet",
+                      fallbacks: list[str] | None = None) -> list[dict[str, str]]:
     """Write a whole corpus to out (replacing an earlier one in one rename); return the metadata rows."""
     if not (math.isfinite(minutes) and minutes > 0):
         raise InstrumentIdError(f"--minutes must be positive, got {minutes}")
     fonts = [check_soundfont(f) for f in soundfonts] if soundfonts else [default_soundfont()]
+    extra = [check_soundfont(f) for f in fallbacks or []]
     load_fluidsynth()
     load_pyroomacoustics()
-    plans = plan_corpus(minutes, seed, fonts, mixed_fonts_share, no_instrument_share)
+    plans = plan_corpus(minutes, seed, fonts, mixed_fonts_share, no_instrument_share, ensemble_set, extra)
     out = Path(out)
     _prepare_out(out)
     with atomic_dir(out) as tmp:
@@ -268,6 +278,12 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-instrument", type=float, default=NO_INSTRUMENT_SHARE, metavar="SHARE",
                         help="share of the pieces that hold no instrument (silence, noise, hum, crackle, tones; "
                              f"default {NO_INSTRUMENT_SHARE}; 0: none, and the corpus is as before they existed)")
+    parser.add_argument("--fallback-soundfont", nargs="+", action="extend", metavar="F", default=[],
+                        help="timbre sources that play only the parts no --soundfont source has (e.g. a GM soundfont's "
+                             "harpsichord beside an SFZ library of real orchestral notes)")
+    parser.add_argument("--ensembles", choices=tuple(ENSEMBLE_SETS), default="musicnet",
+                        help="which ensembles pieces are drawn from: musicnet (MusicNet's chamber ensembles and "
+                             "distractor pieces, default), solos (each instrument alone, real distractors alone), or all")
     parser.add_argument("--jobs", type=int, default=-1, help="parallel render processes (default: all cores)")
 
 
@@ -275,7 +291,7 @@ def run(args: argparse.Namespace) -> int:
     """Render the corpus and report what was written."""
     started = time.perf_counter()
     rows = synthesize_corpus(args.out, args.minutes, args.seed, args.soundfont, args.jobs, args.mixed_fonts,
-                             args.no_instrument)
+                             args.no_instrument, args.ensembles, args.fallback_soundfont)
     seconds = sum(int(r["seconds"]) for r in rows)
     print(f"wrote {len(rows)} recordings ({seconds / 60:.1f} min) to {args.out} "
           f"in {time.perf_counter() - started:.1f} s")

@@ -155,8 +155,29 @@ DISTRACTOR_ENSEMBLES: tuple[Ensemble, ...] = (
     Ensemble("Folk Band and Fiddle", 1, (("steel guitar", "accomp"), ("banjo", "counter"), ("harmonica", "melody"),
                                          ("violin", "sparse melody")), "Ballad"),
 )
+# Solo lines and small groups of one family, as real solo recordings (Medley-solos-DB, a recital) are: each of the 11
+# alone, and real distractors alone or together, so that "none of the 11" is also heard from a whole piece of brass
+# or saxophone. Used by `synth --ensembles solos|all` (the real-note corpora); the default corpus keeps the two
+# tables above, so its plans are unchanged.
+SOLO_ENSEMBLES: tuple[Ensemble, ...] = (
+    *(Ensemble(f"{name.title()} Recital", 2, ((name, "solo"),), "Solo") for name in
+      ("piano", "harpsichord", "violin", "viola", "cello", "contrabass", "horn", "oboe", "bassoon", "clarinet",
+       "flute")),
+    Ensemble("Trumpet Recital", 1.5, (("trumpet", "solo"),), "Solo"),
+    Ensemble("Trombone Recital", 1, (("trombone", "solo"),), "Solo"),
+    Ensemble("Tuba Recital", 0.5, (("tuba", "solo"),), "Solo"),
+    Ensemble("Alto Sax Recital", 1, (("alto sax", "solo"),), "Solo"),
+    Ensemble("Tenor Sax Recital", 1, (("tenor sax", "solo"),), "Solo"),
+    Ensemble("Brass Trio", 1, (("trumpet", "melody"), ("trombone", "inner"), ("tuba", "bass")), "Brass Trio"),
+    Ensemble("Sax and Tuba", 0.5, (("alto sax", "melody"), ("tuba", "bass")), "Duo"),
+)
 # No instrument at all (train/synth_nonmusic.py): silence, noise, hum, crackle, tones; its draw weight comes from
 # `synth --no-instrument SHARE` (train/synth.py ensemble_weights), not from this table
 NO_INSTRUMENT = Ensemble(NO_INSTRUMENT_ENSEMBLE, 0.0, (), "Room Tone")
-ENSEMBLES: tuple[Ensemble, ...] = MUSICNET_ENSEMBLES + DISTRACTOR_ENSEMBLES + (NO_INSTRUMENT,)
-ENSEMBLE_BY_NAME: dict[str, Ensemble] = {e.name: e for e in ENSEMBLES}
+ENSEMBLE_SETS: dict[str, tuple[Ensemble, ...]] = {
+    "musicnet": MUSICNET_ENSEMBLES + DISTRACTOR_ENSEMBLES + (NO_INSTRUMENT,),
+    "solos": SOLO_ENSEMBLES + (NO_INSTRUMENT,),
+    "all": MUSICNET_ENSEMBLES + DISTRACTOR_ENSEMBLES + SOLO_ENSEMBLES + (NO_INSTRUMENT,),
+}
+ENSEMBLES: tuple[Ensemble, ...] = ENSEMBLE_SETS["musicnet"]
+ENSEMBLE_BY_NAME: dict[str, Ensemble] = {e.name: e for e in ENSEMBLE_SETS["all"]}

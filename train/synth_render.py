@@ -1,7 +1,8 @@
 """Render a performance with FluidSynth (all parts at once, or each part on its own pass) and write 16-bit WAV.
 
-A timbre source is a General MIDI soundfont (.sf2/.sf3, FluidSynth) or a TiMidity++ patch set (.cfg, e.g. freepats;
-train/synth_timidity.py); `synthesize` plays either.
+A timbre source is a General MIDI soundfont (.sf2/.sf3, FluidSynth), a TiMidity++ patch set (.cfg, e.g. freepats;
+train/synth_timidity.py) or an SFZ library (a folder of .sfz instruments and programs.csv, sfizz;
+train/synth_sfz.py); `synthesize` plays any of them.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import soundfile as sf
 from instrument_id.atomic import atomic_path
 from instrument_id.errors import InstrumentIdError
 from train.synth_perform import SAMPLE_RATE_HZ, to_sample
+from train.synth_sfz import check_sfz_library, is_sfz_library, synthesize_sfz
 from train.synth_timidity import PATCH_SET_SUFFIX, PatchSet, check_patch_set, synthesize_timidity
 
 SOUNDFONT_SUFFIXES = (".sf2", ".sf3")
@@ -47,9 +49,12 @@ def default_soundfont() -> Path:
 
 
 def check_soundfont(path: str | os.PathLike) -> Path:
-    """Return path (resolved) if it is a readable .sf2/.sf3 SoundFont (RIFF 'sfbk') or a TiMidity++ patch set
-    (.cfg mapping at least one program, timidity installed), else raise naming it."""
+    """Return path (resolved) if it is a readable .sf2/.sf3 SoundFont (RIFF 'sfbk'), a TiMidity++ patch set
+    (.cfg mapping at least one program, timidity installed) or an SFZ library whose every instrument loads, else
+    raise naming it."""
     path = Path(path)
+    if is_sfz_library(path):
+        return check_sfz_library(path.resolve()).path
     if path.suffix.lower() == PATCH_SET_SUFFIX:
         return patch_set(path.resolve()).path  # parsed once: planning and rendering read the same cached set
     if path.suffix.lower() not in SOUNDFONT_SUFFIXES:
@@ -74,6 +79,8 @@ def patch_set(path: Path) -> PatchSet:
 
 def source_programs(path: Path) -> frozenset[int] | None:
     """0-based programs a timbre source can play: None for a soundfont (General MIDI: all of them)."""
+    if is_sfz_library(path):
+        return check_sfz_library(Path(path)).programs
     return patch_set(Path(path)).programs if Path(path).suffix.lower() == PATCH_SET_SUFFIX else None
 
 
@@ -105,6 +112,8 @@ def synthesize(midi: pretty_midi.PrettyMIDI, soundfont: Path, num_samples: int,
                settings: dict[str, float | int]) -> np.ndarray:
     """(num_samples,) float32 mono: all parts of midi through one fresh FluidSynth with the given settings (or, for a
     TiMidity++ .cfg, one timidity run, with its reverb on where the settings turn FluidSynth's on)."""
+    if is_sfz_library(soundfont):
+        return synthesize_sfz(midi, check_sfz_library(soundfont), num_samples)
     if soundfont.suffix.lower() == PATCH_SET_SUFFIX:
         return synthesize_timidity(midi, patch_set(soundfont), num_samples, bool(settings["synth.reverb.active"]))
     settings = {**settings, "synth.dynamic-sample-loading": 1}  # only the programs used are decoded: .sf3 loads fast

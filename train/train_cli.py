@@ -12,7 +12,12 @@ from instrument_id.errors import InstrumentIdError
 
 def add_parser(parser: argparse.ArgumentParser) -> None:
     """Arguments of `instrument-id train`."""
-    parser.add_argument("--features", required=True, type=Path, help="feature cache (.npz) from `instrument-id features`")
+    parser.add_argument("--features", required=True, type=Path, nargs="+",
+                        help="feature cache(s) (.npz) from `instrument-id features`, trained on together (a soundfont "
+                        "corpus, a real-note corpus, a labelled folder of your own recordings)")
+    parser.add_argument("--valid", type=Path, metavar="CACHE",
+                        help="a cache whose windows alone choose early stopping and the thresholds (e.g. a corpus of "
+                        "held-out real notes); the --features caches' own valid windows then train")
     parser.add_argument("--model", required=True, help="mlp, rf, dt, lr, knn, gnb, dummy, or all")
     parser.add_argument("--out", required=True, type=Path, help="folder that receives one model folder per model")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
@@ -29,10 +34,10 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
                         "musicnet_metadata.csv names each recording's timbre sources); for --thresholds cross-source")
 
 
-def _named(path: Path, exc: InstrumentIdError) -> InstrumentIdError:
+def _named(path: str, exc: InstrumentIdError) -> InstrumentIdError:
     """The same error, with the features file named when the message does not already name it."""
     message = str(exc)
-    return InstrumentIdError(message if str(path) in message else f"{path}: {message}")
+    return InstrumentIdError(message if ".npz" in message else f"{path}: {message}")
 
 
 def _fmt(value: float | None) -> str:
@@ -42,13 +47,13 @@ def _fmt(value: float | None) -> str:
 def split_metrics(trained: Any, features: Any) -> dict[str, Any]:
     """Metrics of a trained model on each split (train: original windows only, not their augmentations)."""
     from model_zoo.featureset import SPLITS
-    from train.metrics import multilabel_metrics
+    from train.evaluate import scored_metrics
 
     out = {}
     for split in SPLITS:
         X, Y = features.subset(split, originals_only=(split == "train"))
         probabilities, decisions = trained.predict_features(X)
-        out[split] = multilabel_metrics(Y, decisions, probabilities)
+        out[split] = scored_metrics(Y, decisions, probabilities)
     return out
 
 
@@ -59,16 +64,18 @@ def window_sources(args: argparse.Namespace, features: Any) -> list[frozenset[st
 
     if args.data is None:
         raise InstrumentIdError("--thresholds cross-source needs --data: the synthetic corpus the cache was made from")
+    if len(args.features) > 1 or args.valid is not None:
+        raise InstrumentIdError("--thresholds cross-source takes one --features cache and no --valid")
     if not args.data.is_dir():
         raise InstrumentIdError(f"--data {args.data}: not a folder")
     made_from, here = features.config.get("corpus_fingerprint"), corpus_fingerprint(args.data)
     if made_from != here:
-        raise InstrumentIdError(f"{args.features} was made from corpus {made_from}, but --data {args.data} is corpus "
+        raise InstrumentIdError(f"{args.features[0]} was made from corpus {made_from}, but --data {args.data} is corpus "
                                 f"{here[:12]}; give the corpus the cache was made from")
     fonts = recording_fonts(args.data)
     unknown = sorted({str(r) for r in features.recording} - set(fonts))
     if unknown:
-        raise InstrumentIdError(f"recordings {unknown[:5]} of {args.features} are not in {args.data}'s metadata")
+        raise InstrumentIdError(f"recordings {unknown[:5]} of {args.features[0]} are not in {args.data}'s metadata")
     return [fonts[str(r)] for r in features.recording]
 
 
@@ -76,7 +83,7 @@ def run(args: argparse.Namespace) -> int:
     """Validate everything first, then train and save each model; bad input raises before anything is written."""
     from instrument_id.instruments import column_names
     from model_zoo import save_model_dir
-    from model_zoo.featureset import load_featureset
+    from train.cache_merge import merge_caches
     from train.models import MODEL_NAMES, check_featureset, train_model
 
     if args.model not in (*MODEL_NAMES, "all"):
@@ -89,10 +96,10 @@ def run(args: argparse.Namespace) -> int:
     if args.out.exists() and not args.out.is_dir():
         raise InstrumentIdError(f"{args.out}: exists and is not a folder")
     try:
-        features = load_featureset(args.features)
+        features = merge_caches(args.features, args.valid)
         check_featureset(features)
     except InstrumentIdError as exc:
-        raise _named(args.features, exc) from None
+        raise _named(" + ".join(map(str, args.features)), exc) from None
     font_sets = window_sources(args, features) if args.thresholds == "cross-source" else None
     params = features.params
     for name in names:
@@ -120,8 +127,9 @@ def run(args: argparse.Namespace) -> int:
             architecture=trained.architecture,
         )
         valid, test = metrics["splits"]["valid"], metrics["splits"]["test"]
+        quiet = valid["no_instrument_rows"]["predicted_nothing_fraction"]
         print(
-            f"{name}: macro-F1 valid {_fmt(valid['macro_f1'])} test {_fmt(test['macro_f1'])}, "
-            f"mAP test {_fmt(test['mAP'])} -> {target}"
+            f"{name}: macro-F1 valid {_fmt(valid['macro_f1'])} (mAP {_fmt(valid['mAP'])}, no-instrument windows "
+            f"answered with nothing {_fmt(quiet)}) test {_fmt(test['macro_f1'])}, mAP test {_fmt(test['mAP'])} -> {target}"
         )
     return 0

@@ -1,0 +1,196 @@
+"""SFZ libraries as a timbre source beside the soundfonts and patch sets, played by sfizz (the `pysfizz` wheel).
+
+A library is a folder holding .sfz instruments and `programs.csv`, which maps General MIDI programs to them:
+
+    program,sfz,weight
+    41,violin-sustained.sfz,0.6
+    41,violin-staccato.sfz,0.25
+    1,/opt/samples/UprightPianoKW.sfz,1
+
+`sfz` is relative to the folder (or absolute); `weight` (default 1) is how often a part of that program plays that
+instrument, so articulations kept as their own instruments each sound in their share of the parts. Any free SFZ
+library a user owns (VSCO-2, Sonatina, VCSL, Salamander) works once such a mapping is written beside it.
+Every instrument is checked before anything renders: each sample it names must exist and decode, and sfizz must load
+it with at least one region. A part is rendered from its MIDI events in sfizz blocks, mono at the corpus rate.
+"""
+
+from __future__ import annotations
+
+import csv
+import functools
+import os
+import re
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pretty_midi
+import soundfile as sf
+
+from instrument_id.errors import InstrumentIdError
+from train.synth_perform import SAMPLE_RATE_HZ, to_sample
+
+PROGRAMS_FILE = "programs.csv"
+INSTALL_HINT = "install pysfizz (pip install pysfizz: a wheel that bundles the sfizz SFZ player)"
+BLOCK_SAMPLES = 512
+_OPCODE = re.compile(r"(\w+)=(.*?)(?=\s+\w+=|\s*<|\s*$)")  # key=value, a value may hold spaces (sample paths)
+_EVENT_ORDER = {"off": 0, "cc": 1, "bend": 1, "on": 2}  # at one instant: release, then controls, then attacks
+
+
+@dataclass(frozen=True)
+class SfzLibrary:
+    """A checked SFZ library: its folder and, per 0-based program, the instruments (paths) and their weights."""
+
+    path: Path
+    instruments: dict[int, tuple[tuple[Path, float], ...]]
+
+    @property
+    def programs(self) -> frozenset[int]:
+        """0-based programs the library plays."""
+        return frozenset(self.instruments)
+
+
+def is_sfz_library(path: str | os.PathLike) -> bool:
+    """Whether path names an SFZ library (a folder; checked by check_sfz_library)."""
+    return Path(path).is_dir()
+
+
+def load_pysfizz() -> Any:
+    """The pysfizz module, or an error saying how to install it."""
+    try:
+        import pysfizz
+    except ImportError as exc:
+        raise InstrumentIdError(f"cannot load sfizz ({exc}); {INSTALL_HINT}") from None
+    return pysfizz
+
+
+def sample_paths(sfz: Path) -> list[Path]:
+    """Every sample file an .sfz names (its `sample=` opcodes, after any `default_path=`), resolved."""
+    try:
+        text = sfz.read_text(encoding="utf-8", errors="replace")
+    except OSError as exc:
+        raise InstrumentIdError(f"{sfz}: cannot read SFZ file ({exc.strerror})") from None
+    default_path, found = "", []
+    for line in text.splitlines():
+        line = line.split("//", 1)[0]
+        for key, value in _OPCODE.findall(line):
+            value = value.strip()
+            if key == "default_path":
+                default_path = value.replace("\\", "/")
+            elif key == "sample" and not value.startswith("*"):  # *sine, *noise: sfizz's generators
+                found.append((sfz.parent / (default_path + value.replace("\\", "/"))).resolve())
+    return found
+
+
+def check_sfz(sfz: Path) -> Path:
+    """sfz (resolved) if every sample it names decodes and sfizz loads it with regions; else raise naming the file."""
+    if not sfz.is_file():
+        raise InstrumentIdError(f"{sfz}: SFZ file does not exist")
+    samples = sample_paths(sfz)
+    if not samples:
+        raise InstrumentIdError(f"{sfz}: names no sample")
+    for sample in dict.fromkeys(samples):
+        if not sample.is_file():
+            raise InstrumentIdError(f"{sfz}: sample {sample} does not exist")
+        try:
+            sf.info(str(sample))
+        except (sf.LibsndfileError, RuntimeError, OSError) as exc:
+            raise InstrumentIdError(f"{sfz}: sample {sample} cannot be read ({exc})") from None
+    synth = load_pysfizz()._sfizz.Synth(SAMPLE_RATE_HZ, BLOCK_SAMPLES)
+    if not synth.load_sfz_file(str(sfz)) or synth.get_num_regions() == 0:
+        raise InstrumentIdError(f"{sfz}: sfizz could not load this SFZ file (or it holds no region)")
+    return sfz.resolve()
+
+
+def _read_programs(folder: Path) -> dict[int, list[tuple[Path, float]]]:
+    mapping = folder / PROGRAMS_FILE
+    if not mapping.is_file():
+        raise InstrumentIdError(f"{folder}: an SFZ library needs {PROGRAMS_FILE} mapping General MIDI programs to its "
+                                "instruments (columns program,sfz[,weight])")
+    instruments: dict[int, list[tuple[Path, float]]] = {}
+    with open(mapping, newline="", encoding="utf-8") as handle:
+        reader = csv.DictReader(handle)
+        if not {"program", "sfz"} <= set(reader.fieldnames or []):
+            raise InstrumentIdError(f"{mapping}: needs the columns program and sfz (and optionally weight)")
+        for row in reader:
+            where = f"{mapping} line {reader.line_num}"
+            try:
+                program, weight = int(row["program"]), float(row.get("weight") or 1.0)
+            except (TypeError, ValueError):
+                raise InstrumentIdError(f"{where}: program must be an integer 1..128 and weight a number") from None
+            if not 1 <= program <= 128 or not (np.isfinite(weight) and weight > 0):
+                raise InstrumentIdError(f"{where}: program must be 1..128 and weight above 0")
+            sfz = Path(row["sfz"] or "")
+            if sfz.suffix.lower() != ".sfz":
+                raise InstrumentIdError(f"{where}: {sfz} is not an .sfz file")
+            instruments.setdefault(program - 1, []).append((folder / sfz, weight))
+    if not instruments:
+        raise InstrumentIdError(f"{mapping}: maps no program")
+    return instruments
+
+
+@functools.lru_cache(maxsize=None)
+def check_sfz_library(path: Path) -> SfzLibrary:
+    """The checked library at path (parsed and loaded once per process; failures are not cached)."""
+    folder = Path(path).resolve()
+    instruments = {program: tuple((check_sfz(sfz), weight) for sfz, weight in entries)
+                   for program, entries in _read_programs(folder).items()}
+    return SfzLibrary(folder, instruments)
+
+
+def choose_instrument(library: SfzLibrary, inst: pretty_midi.Instrument) -> Path:
+    """The .sfz that plays this part: a weighted draw seeded by the part's notes, so the corpus's other draws (and so
+    the corpora of other sources) are unchanged by it."""
+    entries = library.instruments.get(inst.program)
+    if not entries:
+        raise InstrumentIdError(f"{library.path}: no instrument for General MIDI program {inst.program + 1}")
+    key = ",".join(f"{n.pitch}:{n.start:.4f}" for n in inst.notes[:64]).encode()
+    rng = np.random.default_rng(zlib.crc32(key))
+    weights = np.array([w for _sfz, w in entries])
+    return entries[int(rng.choice(len(entries), p=weights / weights.sum()))][0]
+
+
+def _events(inst: pretty_midi.Instrument) -> list[tuple[int, int, int, str, int, int]]:
+    """The part's MIDI events as (sample, order, sequence, kind, a, b), in playing order."""
+    items = [(n.start, "on", n.pitch, n.velocity) for n in inst.notes]
+    items += [(n.end, "off", n.pitch, 0) for n in inst.notes]
+    items += [(c.time, "cc", c.number, c.value) for c in inst.control_changes]
+    items += [(b.time, "bend", b.pitch, 0) for b in inst.pitch_bends]
+    return sorted((to_sample(t), _EVENT_ORDER[kind], i, kind, a, b) for i, (t, kind, a, b) in enumerate(items))
+
+
+def synthesize_sfz(midi: pretty_midi.PrettyMIDI, library: SfzLibrary, num_samples: int) -> np.ndarray:
+    """(num_samples,) float32 mono: every part of midi through a fresh sfizz loaded with the instrument drawn for it."""
+    pysfizz = load_pysfizz()
+    out = np.zeros(num_samples, dtype=np.float32)
+    for inst in midi.instruments:
+        sfz = choose_instrument(library, inst)
+        synth = pysfizz._sfizz.Synth(SAMPLE_RATE_HZ, BLOCK_SAMPLES)
+        synth.enable_freewheeling()  # offline: wait for each sample's data instead of dropping late voices
+        if not synth.load_sfz_file(str(sfz)):
+            raise InstrumentIdError(f"{sfz}: sfizz could not load this SFZ file")
+        n_blocks = -(-num_samples // BLOCK_SAMPLES)
+        left = np.zeros(n_blocks * BLOCK_SAMPLES, dtype=np.float32)
+        right = np.zeros_like(left)
+        events, e = _events(inst), 0
+        for block in range(n_blocks):
+            start = block * BLOCK_SAMPLES
+            while e < len(events) and events[e][0] < start + BLOCK_SAMPLES:
+                sample, _order, _seq, kind, a, b = events[e]
+                delay = max(0, sample - start)
+                if kind == "on":
+                    synth.note_on(delay, a, max(1, b))
+                elif kind == "off":
+                    synth.note_off(delay, a, 0)
+                elif kind == "cc":
+                    synth.cc(delay, a, b)
+                else:
+                    synth.pitch_wheel(delay, int(np.clip(a, -8192, 8192)))
+                e += 1
+            block_left, block_right = synth.render_block()
+            left[start:start + BLOCK_SAMPLES] = block_left
+            right[start:start + BLOCK_SAMPLES] = block_right
+        out += 0.5 * (left[:num_samples] + right[:num_samples])  # (num_samples,) mono, as MusicNet
+    return out
