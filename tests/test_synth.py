@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import re
 import shutil
 import sys
@@ -46,7 +47,8 @@ def corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_layout_metadata_and_wavs(corpus: Path) -> None:
     assert sorted(p.name for p in corpus.iterdir()) == [
-        "musicnet_metadata.csv", "test_data", "test_labels", "train_data", "train_labels"]
+        "musicnet_metadata.csv", "test_data", "test_labels", "timbre_sources.json", "train_data", "train_labels"]
+    assert json.loads((corpus / "timbre_sources.json").read_text()) == ["TimGM6mb.sf2"]
     with open(corpus / "musicnet_metadata.csv", newline="") as handle:
         reader = csv.DictReader(handle)
         assert tuple(reader.fieldnames or ()) == METADATA_COLUMNS

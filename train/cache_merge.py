@@ -25,6 +25,7 @@ def _describe(path: Path, features: FeatureSet) -> dict[str, Any]:
     splits, counts = np.unique(features.split, return_counts=True)
     return {"features": str(path), "corpus": features.config.get("corpus"),
             "corpus_fingerprint": features.config.get("corpus_fingerprint"),
+            "timbre_sources": features.config.get("timbre_sources"),
             "windows": {str(s): int(c) for s, c in zip(splits, counts)}}
 
 
@@ -67,6 +68,8 @@ def merge_caches(paths: list[Path], valid_path: Path | None = None) -> FeatureSe
     config = {key: loaded[0][1].config[key] for key in ("params", "feature_set")}
     config["augment"] = [f.config.get("augment") for _p, f in loaded]
     config["caches"] = [_describe(p, f) for p, f in loaded]
+    # what the model heard: every timbre source (soundfont, patch set, SFZ library) of the training corpora
+    config["timbre_sources"] = sorted({s for _p, f in loaded for s in f.config.get("timbre_sources") or []})
     if valid:
         config["valid_from"] = _describe(*valid)
     # one fingerprint of what trained: evaluate compares it with a cache's to flag "same data as training"

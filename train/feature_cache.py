@@ -8,8 +8,10 @@ configuration (audio params, augmentation, split, corpus fingerprint) matches.
 from __future__ import annotations
 
 import argparse
+import csv
 import hashlib
 import json
+import re
 import shutil
 import time
 from pathlib import Path
@@ -33,6 +35,23 @@ from train.splits import official_split, recordings_per_instrument, stratified_s
 from train.windows import window_labels, window_start_seconds
 
 ARRAY_KEYS = ("X", "Y", "variant", "start_seconds")
+SYNTH_SOURCE = re.compile(r"^instrument-id synth \(([^,]+),")  # musicnet_metadata.csv source of a rendered recording
+
+
+def corpus_timbre_sources(data_dir: str | Path) -> list[str] | None:
+    """The timbre sources (soundfont files, patch sets, SFZ library folders) a rendered corpus's recordings used, from
+    its metadata's source column; None for a corpus not rendered by `synth` (MusicNet itself)."""
+    described = Path(data_dir) / "timbre_sources.json"  # written by synth: names an SFZ library's sample libraries
+    if described.is_file():
+        return sorted(json.loads(described.read_text(encoding="utf-8")))
+    path = Path(data_dir) / "musicnet_metadata.csv"
+    if not path.is_file():
+        return None
+    with open(path, newline="", encoding="utf-8") as handle:
+        matches = [SYNTH_SOURCE.match(row.get("source") or "") for row in csv.DictReader(handle)]
+    if not matches or not all(matches):
+        return None
+    return sorted({name for m in matches for name in m.group(1).split("+")} - {"no instrument"})
 
 
 def split_recordings(recordings: list[Recording], mode: str, seed: int, allow_missing: bool) -> dict[str, str]:
@@ -105,9 +124,10 @@ def build_feature_cache(data_dir: str | Path, out: str | Path, params: AudioPara
     config = {
         "params": params.to_dict(), "feature_set": spec.to_dict(), "augment": n_augment, "augment_settings": AUGMENT_SETTINGS, "split": split, "seed": seed,
         "corpus_fingerprint": corpus_fingerprint(data_dir, recordings), "corpus": str(Path(data_dir).resolve()),
+        "timbre_sources": corpus_timbre_sources(data_dir),
     }
     # compared as stored: JSON turns the augmentation settings' tuples into lists
-    matching = json.loads(json.dumps({k: v for k, v in config.items() if k != "corpus"}))
+    matching = json.loads(json.dumps({k: v for k, v in config.items() if k not in ("corpus", "timbre_sources")}))
     if out.is_file() and not force:
         try:
             cached = load_featureset(out)

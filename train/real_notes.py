@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import argparse
 import csv
+import dataclasses
 import hashlib
+import io
 import re
 from collections import defaultdict
 from pathlib import Path
@@ -25,13 +27,18 @@ from pathlib import Path
 from instrument_id.atomic import atomic_dir, write_text_atomic
 from instrument_id.errors import InstrumentIdError
 from train.sfz_write import DYNAMIC_VELOCITY, NoteSample, sfz_text
-from train.synth_sfz import PROGRAMS_FILE, check_sfz_library
+from train.synth_sfz import PROGRAMS_FILE, SfzLibrary, check_sfz_library
 
 PHILHARMONIA = "philharmonia"
 SPLITS = {"train": "real-train", "valid": "real-valid"}  # split -> library folder (its name is the corpus's source)
 UPRIGHT_PIANO_SFZ = "upright-piano-kw/UprightPianoKW-20220221.sfz"
 DOUBLE_BASS_SFZ = (("double-bass-smolken/d_smolken_rubner_bass_arco.sfz", 0.4),
                    ("double-bass-smolken/d_smolken_rubner_bass_pizz.sfz", 0.1))
+# the sample libraries, as programs.csv's source column names them (and trained models' manifests list them)
+PHILHARMONIA_SOURCE = "Philharmonia Orchestra samples"
+UPRIGHT_SOURCE = "Upright Piano KW (freepats, CC0)"
+GRAND_SOURCE = "Salamander Grand Piano V3 (CC-BY 3.0)"
+DOUBLE_BASS_SOURCE = "D. Smolken double bass"
 # manifest instrument -> the General MIDI programs (1-based) it plays; the last four are none of the 11
 PROGRAMS = {"violin": (41,), "viola": (42,), "cello": (43,), "contrabass": (44,), "horn": (61,), "oboe": (69,),
             "bassoon": (71,), "clarinet": (72,), "flute": (74,), "trumpet": (57,), "trombone": (58,), "tuba": (59,),
@@ -102,7 +109,7 @@ def grand_piano_notes(folder: Path) -> list[NoteSample]:
     return notes
 
 
-def _library_rows(folder: Path, groups: dict[tuple[str, str], list[NoteSample]]) -> list[tuple[int, str, float]]:
+def _library_rows(folder: Path, groups: dict[tuple[str, str], list[NoteSample]]) -> list[tuple[int, str, float, str]]:
     """Write one .sfz per (instrument, family) into folder; return its programs.csv rows."""
     rows = []
     families = defaultdict(set)
@@ -112,43 +119,47 @@ def _library_rows(folder: Path, groups: dict[tuple[str, str], list[NoteSample]])
         filename = f"{name}-{kind}.sfz"
         write_text_atomic(folder / filename, sfz_text(notes, f"{name} ({kind}), Philharmonia"))
         weight = FAMILY_WEIGHTS[kind] / sum(FAMILY_WEIGHTS[k] for k in families[name])
-        rows += [(program, filename, round(weight, 4)) for program in PROGRAMS[name]]
+        rows += [(program, filename, round(weight, 4), PHILHARMONIA_SOURCE) for program in PROGRAMS[name]]
     return rows
 
 
-def _write_programs(folder: Path, rows: list[tuple[int, str, float]]) -> None:
-    text = "program,sfz,weight\n" + "".join(f"{p},{sfz},{w:g}\n" for p, sfz, w in sorted(rows))
-    write_text_atomic(folder / PROGRAMS_FILE, text)
+def _write_programs(folder: Path, rows: list[tuple[int, str, float, str]]) -> None:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")  # quoted: a source or a path may hold commas
+    writer.writerow(["program", "sfz", "weight", "source"])
+    writer.writerows((p, sfz, f"{w:g}", source) for p, sfz, w, source in sorted(rows))
+    write_text_atomic(folder / PROGRAMS_FILE, buffer.getvalue())
 
 
-def write_libraries(samples: Path, out: Path, piano: Path | None, share: float, seed: int) -> dict[str, Path]:
-    """Write OUT/real-train and OUT/real-valid (replacing an earlier pair in one rename) and check that both load."""
+def write_libraries(samples: Path, out: Path, piano: Path | None, share: float, seed: int) -> dict[str, SfzLibrary]:
+    """Write OUT/real-train and OUT/real-valid, each checked before the pair replaces an earlier one in one rename;
+    return the checked libraries by split."""
     if not 0.0 < share < 1.0:
         raise InstrumentIdError(f"--valid-share must be between 0 and 1, got {share}")
     if not samples.is_dir():
         raise InstrumentIdError(f"{samples}: real-notes folder not found")
     notes = philharmonia_notes(samples, share, seed)
     upright = (samples / UPRIGHT_PIANO_SFZ).resolve()
+    checked: dict[str, SfzLibrary] = {}
     with atomic_dir(out) as tmp:
         for split, name in SPLITS.items():
             (tmp / name).mkdir()
             rows = _library_rows(tmp / name, notes[split])
             if split == "train":
-                rows += [(44, str((samples / sfz).resolve()), w) for sfz, w in DOUBLE_BASS_SFZ
+                rows += [(44, str((samples / sfz).resolve()), w, DOUBLE_BASS_SOURCE) for sfz, w in DOUBLE_BASS_SFZ
                          if (samples / sfz).is_file()]
                 if piano is not None:
                     write_text_atomic(tmp / name / "piano-grand.sfz",
                                       sfz_text(grand_piano_notes(piano), "grand piano", amp_veltrack=100, release_seconds=0.6))
-                    rows.append((1, "piano-grand.sfz", 1.0))
+                    rows.append((1, "piano-grand.sfz", 1.0, GRAND_SOURCE))
                 elif upright.is_file():
-                    rows.append((1, str(upright), 1.0))
+                    rows.append((1, str(upright), 1.0, UPRIGHT_SOURCE))
             elif piano is not None and upright.is_file():
-                rows.append((1, str(upright), 1.0))
+                rows.append((1, str(upright), 1.0, UPRIGHT_SOURCE))
             _write_programs(tmp / name, rows)
-    libraries = {split: out / name for split, name in SPLITS.items()}
-    for path in libraries.values():
-        check_sfz_library(path.resolve())
-    return libraries
+            checked[split] = check_sfz_library(tmp / name)  # a bad note file fails here, before OUT is touched
+    return {split: dataclasses.replace(library, path=(out / SPLITS[split]).resolve())
+            for split, library in checked.items()}
 
 
 def add_parser(parser: argparse.ArgumentParser) -> None:
@@ -164,8 +175,8 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     """Write both libraries and say what each plays."""
     libraries = write_libraries(args.samples, args.out, args.piano, args.valid_share, args.seed)
-    for split, path in libraries.items():
-        library = check_sfz_library(path.resolve())
+    for split, library in libraries.items():
+        path = library.path
         programs = ", ".join(str(p + 1) for p in sorted(library.programs))
         count = sum(len(v) for v in library.instruments.values())
         print(f"{split}: {path} ({count} instruments, General MIDI programs {programs})")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import csv
 import io
+import json
 import math
 import os
 import time
@@ -31,6 +32,7 @@ from train.synth_nonmusic import render_nonmusic
 from train.synth_perform import SAMPLE_RATE_HZ, labels_csv_text, perform
 from train.synth_render import check_soundfont, default_soundfont, load_fluidsynth, source_programs, write_wav
 from train.synth_room import load_pyroomacoustics
+from train.synth_sfz import check_sfz_library, is_sfz_library
 from train.synth_score import compose
 
 METADATA_COLUMNS = ("id", "composer", "composition", "movement", "ensemble", "source", "transcriber", "catalog_name",
@@ -47,6 +49,7 @@ TEMPO_MARKINGS = ((66, "Adagio"), (76, "Andante"), (108, "Moderato"), (132, "All
 MIXED_FONTS_SHARE = 0.5
 NO_INSTRUMENT_SHARE = 0.05  # of the pieces: recordings of no instrument (train/synth_nonmusic.py)
 FONT_SEPARATOR = "+"
+TIMBRE_SOURCES_FILE = "timbre_sources.json"  # what a corpus's recordings may be played by; feature caches copy it
 NO_INSTRUMENT_SOURCE = "no instrument"  # the fonts field of a recording of no instrument: it uses none
 
 
@@ -228,6 +231,19 @@ def metadata_csv_text(rows: list[dict[str, str]]) -> str:
     return buffer.getvalue()
 
 
+def describe_sources(fonts: list[Path]) -> list[str]:
+    """One line per timbre source a corpus may use: a soundfont or patch set by file name, an SFZ library by folder
+    name with the sample libraries its programs.csv names ('real-train: SFZ (Philharmonia Orchestra samples, ...)')."""
+    lines = []
+    for font in fonts:
+        if is_sfz_library(font):
+            libraries = check_sfz_library(Path(font)).sources
+            lines.append(f"{Path(font).name}: SFZ ({', '.join(libraries) or 'no source named'})")
+        else:
+            lines.append(Path(font).name)
+    return lines
+
+
 def _prepare_out(out: Path) -> None:
     """Refuse to replace anything but an earlier corpus: the whole folder is swapped in at the end."""
     if out.exists() and not out.is_dir():
@@ -260,6 +276,7 @@ def synthesize_corpus(out: str | os.PathLike, minutes: float, seed: int, soundfo
                            return_as="generator_unordered")(tasks)
         rows = list(tqdm(results, total=len(plans), desc="synth", unit="piece"))
         write_text_atomic(tmp / "musicnet_metadata.csv", metadata_csv_text(rows))
+        write_text_atomic(tmp / TIMBRE_SOURCES_FILE, json.dumps(describe_sources([*fonts, *extra]), indent=1) + "\n")
     return rows
 
 

@@ -2,13 +2,13 @@
 
 A library is a folder holding .sfz instruments and `programs.csv`, which maps General MIDI programs to them:
 
-    program,sfz,weight
-    41,violin-sustained.sfz,0.6
-    41,violin-staccato.sfz,0.25
-    1,/opt/samples/UprightPianoKW.sfz,1
+    program,sfz,weight,source
+    41,violin-sustained.sfz,0.6,Philharmonia
+    41,violin-staccato.sfz,0.25,Philharmonia
+    1,/opt/samples/UprightPianoKW.sfz,1,Upright Piano KW (freepats)
 
 `sfz` is relative to the folder (or absolute); `weight` (default 1) is how often a part of that program plays that
-instrument, so articulations kept as their own instruments each sound in their share of the parts. Any free SFZ
+instrument; `source` (optional) names the sample library it comes from, which trained models list; so articulations kept as their own instruments each sound in their share of the parts. Any free SFZ
 library a user owns (VSCO-2, Sonatina, VCSL, Salamander) works once such a mapping is written beside it.
 Every instrument is checked before anything renders: each sample it names must exist and decode, and sfizz must load
 it with at least one region. A part is rendered from its MIDI events in sfizz blocks, mono at the corpus rate.
@@ -45,6 +45,7 @@ class SfzLibrary:
 
     path: Path
     instruments: dict[int, tuple[tuple[Path, float], ...]]
+    sources: tuple[str, ...] = ()  # the sample libraries named in programs.csv's source column
 
     @property
     def programs(self) -> frozenset[int]:
@@ -95,21 +96,25 @@ def check_sfz(sfz: Path) -> Path:
         if not sample.is_file():
             raise InstrumentIdError(f"{sfz}: sample {sample} does not exist")
         try:
-            sf.info(str(sample))
+            subtype = sf.info(str(sample)).subtype
         except (sf.LibsndfileError, RuntimeError, OSError) as exc:
             raise InstrumentIdError(f"{sfz}: sample {sample} cannot be read ({exc})") from None
+        if subtype == "OPUS":  # libsndfile decodes it, sfizz plays it as silence: the part's labels would lie
+            raise InstrumentIdError(f"{sfz}: sample {sample} is Ogg Opus, which sfizz cannot play; convert it to "
+                                    "Ogg Vorbis, FLAC or WAV")
     synth = load_pysfizz()._sfizz.Synth(SAMPLE_RATE_HZ, BLOCK_SAMPLES)
     if not synth.load_sfz_file(str(sfz)) or synth.get_num_regions() == 0:
         raise InstrumentIdError(f"{sfz}: sfizz could not load this SFZ file (or it holds no region)")
     return sfz.resolve()
 
 
-def _read_programs(folder: Path) -> dict[int, list[tuple[Path, float]]]:
+def _read_programs(folder: Path) -> tuple[dict[int, list[tuple[Path, float]]], list[str]]:
     mapping = folder / PROGRAMS_FILE
     if not mapping.is_file():
         raise InstrumentIdError(f"{folder}: an SFZ library needs {PROGRAMS_FILE} mapping General MIDI programs to its "
                                 "instruments (columns program,sfz[,weight])")
     instruments: dict[int, list[tuple[Path, float]]] = {}
+    sources: list[str] = []
     with open(mapping, newline="", encoding="utf-8") as handle:
         reader = csv.DictReader(handle)
         if not {"program", "sfz"} <= set(reader.fieldnames or []):
@@ -126,18 +131,21 @@ def _read_programs(folder: Path) -> dict[int, list[tuple[Path, float]]]:
             if sfz.suffix.lower() != ".sfz":
                 raise InstrumentIdError(f"{where}: {sfz} is not an .sfz file")
             instruments.setdefault(program - 1, []).append((folder / sfz, weight))
+            if (row.get("source") or "").strip():
+                sources.append(row["source"].strip())
     if not instruments:
         raise InstrumentIdError(f"{mapping}: maps no program")
-    return instruments
+    return instruments, sorted(set(sources))
 
 
 @functools.lru_cache(maxsize=None)
 def check_sfz_library(path: Path) -> SfzLibrary:
     """The checked library at path (parsed and loaded once per process; failures are not cached)."""
     folder = Path(path).resolve()
+    mapping, sources = _read_programs(folder)
     instruments = {program: tuple((check_sfz(sfz), weight) for sfz, weight in entries)
-                   for program, entries in _read_programs(folder).items()}
-    return SfzLibrary(folder, instruments)
+                   for program, entries in mapping.items()}
+    return SfzLibrary(folder, instruments, tuple(sources))
 
 
 def choose_instrument(library: SfzLibrary, inst: pretty_midi.Instrument) -> Path:
