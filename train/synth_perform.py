@@ -15,6 +15,7 @@ LABEL_HEADER = "start_time,end_time,instrument,note,start_beat,end_beat,note_val
 PITCH_BEND_PER_SEMITONE = 4096  # GM default bend range is +-2 semitones over +-8192
 VIBRATO_UPDATE_HZ = 50.0
 EXPRESSION_UPDATE_HZ = 10.0
+_EVENT_ORDER = {"off": 0, "cc": 1, "bend": 1, "on": 2}  # at one instant: release, then controls, then attacks
 ARTICULATIONS = (0.55, 0.85, 0.95)  # staccato, normal, legato: sounding fraction of the written duration
 
 
@@ -41,6 +42,21 @@ class Performance(NamedTuple):
 def to_sample(seconds: float) -> int:
     """A time in seconds as a sample index at 44.1 kHz; labels and rendering share this rounding."""
     return int(round(seconds * SAMPLE_RATE_HZ))
+
+
+def midi_events(midi: pretty_midi.PrettyMIDI) -> list[tuple[int, int, int, str, int, int, int]]:
+    """Every MIDI event as (sample, order, sequence, kind, channel, a, b), in playing order."""
+    events = []
+    for index, inst in enumerate(midi.instruments):
+        channel = index if index < 9 else index + 1  # channel 10 (index 9) is GM percussion
+        items = [(n.start, "on", n.pitch, n.velocity) for n in inst.notes]
+        items += [(n.end, "off", n.pitch, 0) for n in inst.notes]
+        items += [(c.time, "cc", c.number, c.value) for c in inst.control_changes]
+        items += [(b.time, "bend", b.pitch, 0) for b in inst.pitch_bends]
+        events += [(to_sample(t), _EVENT_ORDER[kind], len(events) + i, kind, channel, a, b)
+                   for i, (t, kind, a, b) in enumerate(items)]
+    events.sort()
+    return events
 
 
 def _tempo_map(rng: np.random.Generator, score: Score, lead_in_seconds: float) -> Callable[[float], float]:

@@ -19,7 +19,7 @@ import soundfile as sf
 
 from instrument_id.atomic import atomic_path
 from instrument_id.errors import InstrumentIdError
-from train.synth_perform import SAMPLE_RATE_HZ, to_sample
+from train.synth_perform import SAMPLE_RATE_HZ, midi_events
 from train.synth_sfz import check_sfz_library, is_sfz_library, synthesize_sfz
 from train.synth_timidity import PATCH_SET_SUFFIX, PatchSet, check_patch_set, synthesize_timidity
 
@@ -29,7 +29,6 @@ INSTALL_HINT = ("install libfluidsynth3 and pyfluidsynth (Debian/Ubuntu: apt-get
 # FluidSynth's own reverb is an artificial plate: the recording's room comes from train/synth_room.py, so the plate
 # only sometimes sits on top of it, as a studio's reverb would
 SYNTH_REVERB_PROBABILITY = 0.3
-_EVENT_ORDER = {"off": 0, "cc": 1, "bend": 1, "on": 2}  # at one instant: release, then controls, then attacks
 
 
 def load_fluidsynth() -> ModuleType:
@@ -84,21 +83,6 @@ def source_programs(path: Path) -> frozenset[int] | None:
     return patch_set(Path(path)).programs if Path(path).suffix.lower() == PATCH_SET_SUFFIX else None
 
 
-def _events(midi: pretty_midi.PrettyMIDI) -> list[tuple[int, int, int, str, int, int, int]]:
-    """Every MIDI event as (sample, order, sequence, kind, channel, a, b), in playing order."""
-    events = []
-    for index, inst in enumerate(midi.instruments):
-        channel = index if index < 9 else index + 1  # channel 10 (index 9) is GM percussion
-        items = [(n.start, "on", n.pitch, n.velocity) for n in inst.notes]
-        items += [(n.end, "off", n.pitch, 0) for n in inst.notes]
-        items += [(c.time, "cc", c.number, c.value) for c in inst.control_changes]
-        items += [(b.time, "bend", b.pitch, 0) for b in inst.pitch_bends]
-        events += [(to_sample(t), _EVENT_ORDER[kind], len(events) + i, kind, channel, a, b)
-                   for i, (t, kind, a, b) in enumerate(items)]
-    events.sort()
-    return events
-
-
 def fluidsynth_settings(rng: np.random.Generator) -> dict[str, float | int]:
     """One piece's FluidSynth settings: a seeded chorus, and a seeded plate reverb that is on in some pieces only."""
     reverb_on = bool(rng.random() < SYNTH_REVERB_PROBABILITY)
@@ -135,7 +119,7 @@ def synthesize(midi: pretty_midi.PrettyMIDI, soundfont: Path, num_samples: int,
         left = np.zeros(num_samples, dtype=np.float32)
         right = np.zeros(num_samples, dtype=np.float32)
         position = 0
-        for sample, _order, _seq, kind, channel, a, b in _events(midi) + [(num_samples, 0, 0, "end", 0, 0, 0)]:
+        for sample, _order, _seq, kind, channel, a, b in midi_events(midi) + [(num_samples, 0, 0, "end", 0, 0, 0)]:
             sample = min(sample, num_samples)
             if sample > position:
                 write_float(synth.synth, sample - position, left.ctypes.data, position, 1,

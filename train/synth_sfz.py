@@ -30,13 +30,12 @@ import pretty_midi
 import soundfile as sf
 
 from instrument_id.errors import InstrumentIdError
-from train.synth_perform import SAMPLE_RATE_HZ, to_sample
+from train.synth_perform import SAMPLE_RATE_HZ, midi_events
 
 PROGRAMS_FILE = "programs.csv"
 INSTALL_HINT = "install pysfizz (pip install pysfizz: a wheel that bundles the sfizz SFZ player)"
 BLOCK_SAMPLES = 512
 _OPCODE = re.compile(r"(\w+)=(.*?)(?=\s+\w+=|\s*<|\s*$)")  # key=value, a value may hold spaces (sample paths)
-_EVENT_ORDER = {"off": 0, "cc": 1, "bend": 1, "on": 2}  # at one instant: release, then controls, then attacks
 
 
 @dataclass(frozen=True)
@@ -160,15 +159,6 @@ def choose_instrument(library: SfzLibrary, inst: pretty_midi.Instrument) -> Path
     return entries[int(rng.choice(len(entries), p=weights / weights.sum()))][0]
 
 
-def _events(inst: pretty_midi.Instrument) -> list[tuple[int, int, int, str, int, int]]:
-    """The part's MIDI events as (sample, order, sequence, kind, a, b), in playing order."""
-    items = [(n.start, "on", n.pitch, n.velocity) for n in inst.notes]
-    items += [(n.end, "off", n.pitch, 0) for n in inst.notes]
-    items += [(c.time, "cc", c.number, c.value) for c in inst.control_changes]
-    items += [(b.time, "bend", b.pitch, 0) for b in inst.pitch_bends]
-    return sorted((to_sample(t), _EVENT_ORDER[kind], i, kind, a, b) for i, (t, kind, a, b) in enumerate(items))
-
-
 def synthesize_sfz(midi: pretty_midi.PrettyMIDI, library: SfzLibrary, num_samples: int) -> np.ndarray:
     """(num_samples,) float32 mono: every part of midi through a fresh sfizz loaded with the instrument drawn for it."""
     pysfizz = load_pysfizz()
@@ -182,11 +172,13 @@ def synthesize_sfz(midi: pretty_midi.PrettyMIDI, library: SfzLibrary, num_sample
         n_blocks = -(-num_samples // BLOCK_SAMPLES)
         left = np.zeros(n_blocks * BLOCK_SAMPLES, dtype=np.float32)
         right = np.zeros_like(left)
-        events, e = _events(inst), 0
+        alone = pretty_midi.PrettyMIDI()
+        alone.instruments.append(inst)
+        events, e = midi_events(alone), 0
         for block in range(n_blocks):
             start = block * BLOCK_SAMPLES
             while e < len(events) and events[e][0] < start + BLOCK_SAMPLES:
-                sample, _order, _seq, kind, a, b = events[e]
+                sample, _order, _seq, kind, _channel, a, b = events[e]
                 delay = max(0, sample - start)
                 if kind == "on":
                     synth.note_on(delay, a, max(1, b))
