@@ -83,7 +83,8 @@ def test_read_labels_reads_every_row(make_musicnet):
     (f"{HEADER}\n0,100,1,60,0,1,Quarter\n100,abc,1,60,0,1,Quarter\n", r"2\.csv, line 3: end_time is not a number"),
     (f"{HEADER}\n0,100,5,60,0,1,Quarter\n", r"2\.csv, line 2: unknown instrument program 5"),
     (f"{HEADER}\n500,100,1,60,0,1,Quarter\n", r"2\.csv, line 2: note ends before it starts"),
-    (f"{HEADER}\n", r"2\.csv: recording without label rows \(and its metadata row does not say ensemble .No Instrument.\)"),
+    (f"{HEADER}\n", r"2\.csv: recording without label rows \(and its metadata row does not say ensemble .No Instrument. "
+                     r"or None of the 11: \.\.\.\)"),
     ("", r"2\.csv: missing column"),
     (f"{HEADER}\n0,100,1,60,0,1,Quarter\n0,100,1\n", r"2\.csv, line 3: 3 fields"),
 ])
@@ -92,6 +93,19 @@ def test_bad_label_file_names_file_line_and_reason(make_musicnet, text, message)
     rec = list_recordings(root)[0]
     with pytest.raises(InstrumentIdError, match=message):
         read_recording(rec, PARAMS)
+
+
+@pytest.mark.parametrize("ensemble, readable", [
+    ("No Instrument", True), ("None of the 11: Trumpet Recital", True), ("Trumpet Recital", False)])
+def test_a_recording_of_none_of_the_11_has_no_label_rows_when_its_metadata_says_so(make_musicnet, ensemble, readable):
+    root = corpus(make_musicnet, labels_text=f"{HEADER}\n")
+    (root / "musicnet_metadata.csv").write_text(f"id,ensemble\n2,{ensemble}\n10,String Quartet\n1727,Solo Flute\n")
+    rec = next(r for r in list_recordings(root) if r.id == "2")
+    if readable:
+        assert not rec.expects_notes and len(read_recording(rec, PARAMS)[1]) == 0
+    else:
+        with pytest.raises(InstrumentIdError, match="recording without label rows"):
+            read_recording(rec, PARAMS)
 
 
 def test_label_times_past_the_end_of_the_audio(make_musicnet):

@@ -35,6 +35,9 @@ LAYOUT_HELP = ("expected the MusicNet layout: ROOT/train_data/*.wav, ROOT/train_
 # An ensemble name MusicNet never uses: the synthetic corpus's recordings of no instrument (train/synth_nonmusic.py),
 # whose label CSVs hold the header and no row. Any other recording without label rows is refused as damaged.
 NO_INSTRUMENT_ENSEMBLE = "No Instrument"
+# Ensembles of instruments outside the 11 only (a trumpet recital, a brass trio): their label CSVs hold no row either,
+# and their metadata says so with this prefix ("None of the 11: Trumpet Recital").
+NONE_OF_THE_11_PREFIX = "None of the 11: "
 
 Split = Literal["train", "test"]
 
@@ -115,8 +118,13 @@ def list_recordings(root: str | os.PathLike, skipped: list[Skipped] | None = Non
             recordings[stem] = Recording(stem, split, wavs[stem], csvs[stem])  # type: ignore[arg-type]
     if not recordings:
         raise InstrumentIdError(f"{root}: no recordings found; {LAYOUT_HELP}")
-    silent = {i for i, row in read_metadata(root).items() if (row.get("ensemble") or "").strip() == NO_INSTRUMENT_ENSEMBLE}
+    silent = {i for i, row in read_metadata(root).items() if _holds_none_of_the_11((row.get("ensemble") or "").strip())}
     return [dataclasses.replace(recordings[k], expects_notes=k not in silent) for k in sorted(recordings, key=_sort_key)]
+
+
+def _holds_none_of_the_11(ensemble: str) -> bool:
+    """Whether a metadata ensemble says the recording holds none of the 11 (so its label CSV has no row)."""
+    return ensemble == NO_INSTRUMENT_ENSEMBLE or ensemble.startswith(NONE_OF_THE_11_PREFIX)
 
 
 def read_metadata(root: str | os.PathLike) -> dict[str, dict[str, str]]:
@@ -180,7 +188,7 @@ def read_labels(path: str | os.PathLike, allow_empty: bool = False) -> Labels:
             raise InstrumentIdError(f"{path}: not a readable CSV ({exc})") from None
     if not rows and not allow_empty:
         raise InstrumentIdError(f"{path}: recording without label rows (and its metadata row does not say "
-                                f"ensemble {NO_INSTRUMENT_ENSEMBLE!r})")
+                                f"ensemble {NO_INSTRUMENT_ENSEMBLE!r} or {NONE_OF_THE_11_PREFIX}...)")
     table = np.array(rows, dtype=np.float64).reshape(-1, 5)  # (n, 5)
     return Labels(
         start_sample=np.rint(table[:, 0]).astype(np.int64), end_sample=np.rint(table[:, 1]).astype(np.int64),

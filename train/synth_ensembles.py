@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from instrument_id.instruments import PROGRAM_TO_INDEX
-from train.musicnet import NO_INSTRUMENT_ENSEMBLE
+from train.musicnet import NO_INSTRUMENT_ENSEMBLE, NONE_OF_THE_11_PREFIX
 
 
 @dataclass(frozen=True)
@@ -163,13 +163,13 @@ SOLO_ENSEMBLES: tuple[Ensemble, ...] = (
     *(Ensemble(f"{name.title()} Recital", 2, ((name, "solo"),), "Solo") for name in
       ("piano", "harpsichord", "violin", "viola", "cello", "contrabass", "horn", "oboe", "bassoon", "clarinet",
        "flute")),
-    Ensemble("Trumpet Recital", 1.5, (("trumpet", "solo"),), "Solo"),
-    Ensemble("Trombone Recital", 1, (("trombone", "solo"),), "Solo"),
-    Ensemble("Tuba Recital", 0.5, (("tuba", "solo"),), "Solo"),
-    Ensemble("Alto Sax Recital", 1, (("alto sax", "solo"),), "Solo"),
-    Ensemble("Tenor Sax Recital", 1, (("tenor sax", "solo"),), "Solo"),
-    Ensemble("Brass Trio", 1, (("trumpet", "melody"), ("trombone", "inner"), ("tuba", "bass")), "Brass Trio"),
-    Ensemble("Sax and Tuba", 0.5, (("alto sax", "melody"), ("tuba", "bass")), "Duo"),
+    Ensemble(NONE_OF_THE_11_PREFIX + "Trumpet Recital", 1.5, (("trumpet", "solo"),), "Solo"),
+    Ensemble(NONE_OF_THE_11_PREFIX + "Trombone Recital", 1, (("trombone", "solo"),), "Solo"),
+    Ensemble(NONE_OF_THE_11_PREFIX + "Tuba Recital", 0.5, (("tuba", "solo"),), "Solo"),
+    Ensemble(NONE_OF_THE_11_PREFIX + "Alto Sax Recital", 1, (("alto sax", "solo"),), "Solo"),
+    Ensemble(NONE_OF_THE_11_PREFIX + "Tenor Sax Recital", 1, (("tenor sax", "solo"),), "Solo"),
+    Ensemble(NONE_OF_THE_11_PREFIX + "Brass Trio", 1, (("trumpet", "melody"), ("trombone", "inner"), ("tuba", "bass")), "Brass Trio"),
+    Ensemble(NONE_OF_THE_11_PREFIX + "Sax and Tuba", 0.5, (("alto sax", "melody"), ("tuba", "bass")), "Duo"),
 )
 # No instrument at all (train/synth_nonmusic.py): silence, noise, hum, crackle, tones; its draw weight comes from
 # `synth --no-instrument SHARE` (train/synth.py ensemble_weights), not from this table
