@@ -202,3 +202,13 @@ def test_programs_csv_keeps_each_source_name_whole(tmp_path: Path) -> None:
     make_real_notes(samples)
     assert real_notes(samples, out) == 0
     assert check_sfz_library(out / "real-train").sources == tuple(sorted((PHILHARMONIA_SOURCE, UPRIGHT_SOURCE)))
+
+
+def test_hold_out_family_puts_every_note_of_it_in_valid(tmp_path: Path) -> None:
+    samples = tmp_path / "real-notes"
+    make_real_notes(samples)
+    assert real_notes(samples, tmp_path / "out", "--hold-out-family", "strings") == 0
+    train = set(note_files(tmp_path / "out" / "real-train", samples))
+    valid = set(note_files(tmp_path / "out" / "real-valid", samples))
+    assert train and not any(name.startswith("violin/") for name in train)  # no string note trains
+    assert any(name.startswith("violin/") for name in valid)

