@@ -52,6 +52,7 @@ def main() -> int:
     parser.add_argument("--real-valid", type=Path, required=True)
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--only", nargs="*", help="variant names to run (default: all)")
+    parser.add_argument("--seed", type=int, default=0, help="the fits' seed (default 0)")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     valid_a, X_b, Y_b = halves(args.real_valid, args.out)
@@ -77,7 +78,7 @@ def main() -> int:
             continue
         mlp_module.POSITIVE_WEIGHT_RANGE = weight_range or default_range  # a study's knob, not a product setting
         models_module.choose_thresholds.__defaults__ = (FINE_GRID if "0.01-0.99" in name else default_grid,)
-        trained = train_model(merge_caches(caches, valid_a), model, seed=0, arch=arch)
+        trained = train_model(merge_caches(caches, valid_a), model, seed=args.seed, arch=arch)
         rows[name] = score(trained, X_b, Y_b, skip_harpsichord=True)
         rows[name]["thresholds_at_grid_edge"] = int(np.sum(trained.pipeline.thresholds >= (
             FINE_GRID if "0.01-0.99" in name else default_grid)[-1] - 1e-9))

@@ -119,3 +119,21 @@ def test_features_clips_refuses_bad_labels_naming_the_row(tmp_path, capsys, bad,
     assert expected in err and str(labels) in err
     assert ("line 3" in err) if bad == "missing-file" else ("line 1" in err)
     assert not out.exists()
+
+
+def test_mlp_architecture_flags_build_the_asked_network(caches, tmp_path):
+    out = tmp_path / "models"
+    assert main(["train", "--features", str(caches["a"]), "--model", "mlp", "--out", str(out), "--epochs", "2",
+                 "--hidden-units", "64,32", "--dropout", "0.5", "--quiet"]) == 0
+    arch = load_model(out / "mlp").manifest["architecture"]
+    assert arch["hidden_units"] == [64, 32] and arch["dropout"] == 0.5
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--hidden-units", "64,x"], "--hidden-units must be comma-separated integers"),
+    (["--dropout", "1.5"], "dropout must be in [0, 1)"),
+])
+def test_bad_mlp_architecture_flags_are_refused(caches, tmp_path, capsys, flags, message):
+    out = tmp_path / "models"
+    assert main(["train", "--features", str(caches["a"]), "--model", "mlp", "--out", str(out), *flags]) == 2
+    assert message in capsys.readouterr().err and not out.exists()

@@ -23,6 +23,9 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     parser.add_argument("--epochs", type=int, default=None, help="MLP: maximum epochs (early stopping may end sooner)")
     parser.add_argument("--batch-size", type=int, default=None, help="MLP: batch size")
+    parser.add_argument("--hidden-units", metavar="N,N,...",
+                        help="MLP: hidden layer widths, comma-separated (default 320,256,128)")
+    parser.add_argument("--dropout", type=float, help="MLP: dropout after each hidden layer (default 0.3)")
     parser.add_argument("--quiet", action="store_true", help="no model summary or per-epoch progress")
     from train.source_thresholds import POLICIES
 
@@ -79,6 +82,21 @@ def window_sources(args: argparse.Namespace, features: Any) -> list[frozenset[st
     return [fonts[str(r)] for r in features.recording]
 
 
+def mlp_arch(args: argparse.Namespace) -> Any:
+    """The MlpArch --hidden-units and --dropout ask for (None: the default); a bad value raises naming the flag."""
+    if args.hidden_units is None and args.dropout is None:
+        return None
+    from train.mlp import MlpArch
+
+    default = MlpArch()
+    try:
+        units = default.hidden_units if args.hidden_units is None else tuple(
+            int(u) for u in args.hidden_units.split(","))
+    except ValueError:
+        raise InstrumentIdError(f"--hidden-units must be comma-separated integers, got {args.hidden_units!r}") from None
+    return MlpArch(hidden_units=units, dropout=default.dropout if args.dropout is None else args.dropout)
+
+
 def run(args: argparse.Namespace) -> int:
     """Validate everything first, then train and save each model; bad input raises before anything is written."""
     from instrument_id.instruments import column_names
@@ -93,6 +111,7 @@ def run(args: argparse.Namespace) -> int:
         value = getattr(args, flag)
         if value is not None and value < 1:
             raise InstrumentIdError(f"--{flag.replace('_', '-')} must be at least 1, got {value}")
+    arch = mlp_arch(args)
     if args.out.exists() and not args.out.is_dir():
         raise InstrumentIdError(f"{args.out}: exists and is not a folder")
     try:
@@ -104,7 +123,8 @@ def run(args: argparse.Namespace) -> int:
     params = features.params
     for name in names:
         trained = train_model(
-            features, name, seed=args.seed, epochs=args.epochs, batch_size=args.batch_size, verbose=not args.quiet
+            features, name, seed=args.seed, epochs=args.epochs, batch_size=args.batch_size, verbose=not args.quiet,
+            arch=arch if name == "mlp" else None,
         )
         cross_source = None
         if font_sets is not None:
