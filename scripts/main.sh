@@ -4,7 +4,7 @@
 # git status stays clean. Prints the timbre sources it found and the time of each stage.
 #
 #   bash scripts/main.sh            the quick path (under 20 minutes on 2 cores): 120 minutes of soundfont corpus,
-#                                   and where real notes are found, 90 minutes rendered from them + 30 held out
+#                                   and where real notes are found, 60 minutes rendered from them + 20 held out
 #   bash scripts/main.sh --full     the recipe of the shipped models: 360 + 240 + 60 minutes
 #
 # Real notes: SAMPLES (default ../shared/data/real-notes, the layout `instrument-id real-notes` reads) gives real
@@ -27,7 +27,7 @@ done
 if [ "$FULL" = 1 ]; then
   MINUTES=${MINUTES:-360}; REAL_MINUTES=${REAL_MINUTES:-240}; VALID_MINUTES=${VALID_MINUTES:-60}
 else
-  MINUTES=${MINUTES:-120}; REAL_MINUTES=${REAL_MINUTES:-90}; VALID_MINUTES=${VALID_MINUTES:-30}
+  MINUTES=${MINUTES:-120}; REAL_MINUTES=${REAL_MINUTES:-60}; VALID_MINUTES=${VALID_MINUTES:-20}
 fi
 SEED=${SEED:-0}
 AUGMENT=${AUGMENT:-2}  # augmented variants per train window for the 26 features (cheap)
