@@ -46,6 +46,32 @@ def score(model, X: np.ndarray, Y: np.ndarray, skip_harpsichord: bool) -> dict[s
                                   if j in keep and per[c]["support"] > 0}}
 
 
+def plot_per_instrument(rows: dict, path: Path, test: str = "held-out real notes") -> None:
+    """Grouped bars: each fit's F1 per instrument on one test set (a PNG, written atomically)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    labels = list(rows)
+    columns = list(rows[labels[0]][test]["per_instrument_f1"])
+    width = 0.8 / len(labels)
+    fig, ax = plt.subplots(figsize=(11, 4))
+    for k, label in enumerate(labels):
+        values = [rows[label][test]["per_instrument_f1"][c] for c in columns]
+        ax.bar(np.arange(len(columns)) + (k - (len(labels) - 1) / 2) * width, values, width, label=label)
+    ax.set_xticks(np.arange(len(columns)), [c.split("(")[0] for c in columns])
+    ax.set_ylabel(f"F1 on {test}")
+    ax.set_ylim(0, 1.15)
+    ax.legend(fontsize=8, loc="upper center", ncol=len(labels))
+    ax.set_title("musicnn head by training library, F1 per instrument on held-out real notes")
+    fig.tight_layout()
+    tmp = path.with_name(path.name + ".tmp.png")
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    tmp.replace(path)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--soundfonts", type=Path, required=True)
@@ -78,6 +104,7 @@ def main() -> int:
                  for r in row.values()]
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     write_text_atomic(args.out / "library_study.md", "\n".join(lines) + "\n")
+    plot_per_instrument(rows, args.out / "library_study.png")
     print("\n".join(lines))
     return 0
 
