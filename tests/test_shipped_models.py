@@ -77,3 +77,16 @@ def test_the_default_service_serves_the_three_shipped_models_with_musicnn_as_an_
     model = open_model(musicnn.path, musicnn.runtime, tflite_file=musicnn.tflite_file)
     silence = model.predict_clip(np.zeros(3 * model.params.sample_rate_hz, np.float32))
     assert model.takes_audio and silence.instruments == []  # nothing plays: nothing is named
+
+
+def test_the_shipped_musicnn_model_names_what_it_heard_and_what_chose_it():
+    model = load_model(SHIPPED / "musicnn")
+    training = model.manifest["training_data"]
+    sources = training["timbre_sources"]
+    assert "FluidR3_GM.sf2" in sources  # the soundfont corpus
+    real = [s for s in sources if ": SFZ (" in s]  # an SFZ library, with the sample libraries it plays
+    assert real and "Philharmonia" in real[0]
+    assert len(training["caches"]) == 2 and training["valid_from"]["features"].endswith("-real-valid.npz")
+    valid = model.metrics["splits"]["valid"]
+    assert valid["n_windows"] == training["valid_from"]["windows"]["train"] + training["valid_from"]["windows"].get(
+        "valid", 0) + training["valid_from"]["windows"].get("test", 0)  # every held-out window chose it
