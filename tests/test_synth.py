@@ -161,7 +161,7 @@ def test_ten_minute_plan_has_every_instrument_entering_and_leaving_without_clash
 
 @pytest.mark.parametrize("name, content, reason", [
     ("missing.sf2", None, "does not exist"),
-    ("notes.txt", b"x", "expected a .sf2/.sf3 soundfont or a TiMidity++ .cfg"),
+    ("notes.txt", b"x", "expected a .sf2/.sf3 soundfont, a TiMidity++ .cfg or an SFZ library folder"),
     ("fake.sf3", b"RIFF\0\0\0\0WAVEfmt ", "not a SoundFont"),
 ])
 def test_bad_soundfont_exits_2_naming_it(tmp_path: Path, capsys: pytest.CaptureFixture[str], name: str,

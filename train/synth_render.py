@@ -57,7 +57,8 @@ def check_soundfont(path: str | os.PathLike) -> Path:
     if path.suffix.lower() == PATCH_SET_SUFFIX:
         return patch_set(path.resolve()).path  # parsed once: planning and rendering read the same cached set
     if path.suffix.lower() not in SOUNDFONT_SUFFIXES:
-        raise InstrumentIdError(f"{path}: not a timbre source, expected a .sf2/.sf3 soundfont or a TiMidity++ .cfg")
+        raise InstrumentIdError(f"{path}: not a timbre source, expected a .sf2/.sf3 soundfont, a TiMidity++ .cfg or an "
+                                "SFZ library folder (.sfz files and programs.csv)")
     if not path.is_file():
         raise InstrumentIdError(f"{path}: soundfont file does not exist")
     try:
