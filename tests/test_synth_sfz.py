@@ -296,3 +296,33 @@ def test_synth_without_a_fallback_names_the_program_no_source_plays(tmp_path: Pa
     err = capsys.readouterr().err.strip()
     assert re.fullmatch(r"instrument-id synth: error: no timbre source given plays [\w ]+ \(GM program \d+\)", err), err
     assert not out.exists()
+
+
+def test_drum_pieces_are_played_by_a_soundfont_never_by_an_sfz_library(tmp_path: Path) -> None:
+    pytest.importorskip("fluidsynth", reason="needs pyfluidsynth and libfluidsynth3")
+    from train.synth import synthesize_piece
+    from train.synth_ensembles import ENSEMBLE_BY_NAME
+
+    lib = make_library(tmp_path / "real-lib", program=1)  # a piano library: program 0 must not play the drums
+    fallback = default_soundfont()
+    plans = plan_corpus(400, 3, [lib.resolve()], no_instrument_share=0.0, ensemble_set="all-with-drums",
+                        fallbacks=[fallback])
+    drummed = [p for p in plans if "drum kit" in ENSEMBLE_BY_NAME[p.ensemble].instruments]
+    assert drummed
+    for plan in drummed:
+        parts = [name for name, _role in ENSEMBLE_BY_NAME[plan.ensemble].parts]
+        assert plan.soundfonts[parts.index("drum kit")] == str(fallback)
+    assert not any("drum kit" in ENSEMBLE_BY_NAME[p.ensemble].instruments
+                   for p in plan_corpus(30, 3, [lib.resolve()], no_instrument_share=0.0, ensemble_set="all",
+                                        fallbacks=[fallback]))  # "all" is as it was
+    kit = next(p for p in drummed if p.ensemble == "None of the 11: Drum Kit")
+    root = tmp_path / "corpus"
+    for split in ("train", "test"):
+        (root / f"{split}_data").mkdir(parents=True)
+        (root / f"{split}_labels").mkdir(parents=True)
+    row = synthesize_piece(kit, str(root))
+    assert row["ensemble"] == "None of the 11: Drum Kit"
+    labels = (root / f"{kit.split}_labels" / f"{kit.recording_id}.csv").read_text().splitlines()
+    assert labels == [LABEL_HEADER]  # heard, never labelled
+    y, _rate = sf.read(root / f"{kit.split}_data" / f"{kit.recording_id}.wav")
+    assert np.abs(y).max() > 0.05  # the soundfont's bank 128 kit sounds

@@ -131,14 +131,16 @@ def _part_fonts(rng: np.random.Generator, ensembles: list[str], soundfonts: list
         mixed = n_parts > 1 and len(soundfonts) > 1 and rng.random() < mixed_fonts_share
         picks = rng.integers(len(soundfonts), size=n_parts) if mixed else np.full(n_parts, order[i % len(order)])
         for k, (name, _role) in enumerate(parts):
-            program = SPECS[name].program - 1
+            program = SPECS[name].source_program
             if programs[picks[k]] is not None and program not in programs[picks[k]]:
                 having = [j for j, p in enumerate(programs) if p is None or program in p]
                 if not having:
                     having = [len(soundfonts) + j for j, f in enumerate(fallbacks)
                               if source_programs(f) is None or program in source_programs(f)]
                 if not having:
-                    raise InstrumentIdError(f"no timbre source given plays {name} (GM program {program + 1})")
+                    raise InstrumentIdError(f"no timbre source given plays {name} (GM program {program + 1}; drums "
+                                            "need a General MIDI soundfont)" if program < 0 else
+                                            f"no timbre source given plays {name} (GM program {program + 1})")
                 picks[k] = having[rng.integers(len(having))]
         fonts.append(tuple(str([*soundfonts, *fallbacks][k]) for k in picks))
     return fonts
@@ -300,7 +302,8 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
                              "harpsichord beside an SFZ library of real orchestral notes)")
     parser.add_argument("--ensembles", choices=tuple(ENSEMBLE_SETS), default="musicnet",
                         help="which ensembles pieces are drawn from: musicnet (MusicNet's chamber ensembles and "
-                             "distractor pieces, default), solos (each instrument alone, real distractors alone), or all")
+                             "distractor pieces, default), solos (each instrument alone, real distractors alone), all, "
+                             "or all-with-drums (also drum kits from the soundfonts, alone and with others)")
     parser.add_argument("--jobs", type=int, default=-1, help="parallel render processes (default: all cores)")
 
 

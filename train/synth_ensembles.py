@@ -8,6 +8,9 @@ from instrument_id.instruments import PROGRAM_TO_INDEX
 from train.musicnet import NO_INSTRUMENT_ENSEMBLE, NONE_OF_THE_11_PREFIX
 
 
+PERCUSSION_PROGRAM = -1  # no SFZ library or patch set program: drums come from the soundfonts
+
+
 @dataclass(frozen=True)
 class InstrumentSpec:
     """How one instrument is written: its GM program (1-based), usual range and performance traits."""
@@ -18,11 +21,18 @@ class InstrumentSpec:
     keyboard: bool = False  # written in chords and figures (also harp, guitars, mallets); no swells within a note
     vibrato_cents: tuple[float, float] = (0.0, 0.0)  # (min, max) depth; 0 means no vibrato
     plucked: bool = False  # a decaying tone written as lines (bass guitar): no swells, no clipped staccato
+    percussion: bool = False  # a GM drum kit (channel 10, bank 128): its "pitches" are drums, its program unused
 
     @property
     def labelled(self) -> bool:
         """Whether MusicNet labels this instrument (it is one of the 11)."""
-        return self.program in PROGRAM_TO_INDEX
+        return not self.percussion and self.program in PROGRAM_TO_INDEX
+
+    @property
+    def source_program(self) -> int:
+        """The 0-based program a timbre source must have to play it; PERCUSSION_PROGRAM for a drum kit, which only a
+        General MIDI soundfont (bank 128) plays."""
+        return PERCUSSION_PROGRAM if self.percussion else self.program - 1
 
 
 SPECS: dict[str, InstrumentSpec] = {
@@ -61,6 +71,8 @@ SPECS: dict[str, InstrumentSpec] = {
     "tenor sax": InstrumentSpec(67, 44, 75, vibrato_cents=(10, 30)),
     "baritone sax": InstrumentSpec(68, 36, 68, vibrato_cents=(8, 25)),
     "banjo": InstrumentSpec(106, 48, 81, keyboard=True),
+    # GM percussion keys 35 (bass drum) .. 59 (ride cymbal): kicks, snares, toms, hi-hats, cymbals
+    "drum kit": InstrumentSpec(1, 35, 59, plucked=True, percussion=True),
 }
 
 
@@ -171,6 +183,15 @@ SOLO_ENSEMBLES: tuple[Ensemble, ...] = (
     Ensemble(NONE_OF_THE_11_PREFIX + "Brass Trio", 1, (("trumpet", "melody"), ("trombone", "inner"), ("tuba", "bass")), "Brass Trio"),
     Ensemble(NONE_OF_THE_11_PREFIX + "Sax and Tuba", 0.5, (("alto sax", "melody"), ("tuba", "bass")), "Duo"),
 )
+# Drums and percussion from the soundfonts (no SFZ library or patch set plays them), alone and with others: `synth
+# --ensembles all-with-drums`. A table of its own so that the corpora of "all" (the shipped model's) stay as they were.
+DRUM_ENSEMBLES: tuple[Ensemble, ...] = (
+    Ensemble(NONE_OF_THE_11_PREFIX + "Drum Kit", 1, (("drum kit", "solo"),), "Groove"),
+    Ensemble(NONE_OF_THE_11_PREFIX + "Drums and Bass", 1, (("drum kit", "accomp"), ("electric bass", "bass")), "Groove"),
+    Ensemble(NONE_OF_THE_11_PREFIX + "Drums and Trumpet", 1, (("trumpet", "melody"), ("drum kit", "accomp")), "Standard"),
+    Ensemble("Jazz Trio with Drums", 1, (("piano", "accomp"), ("contrabass", "bass"), ("drum kit", "inner")),
+             "Standard"),
+)
 # No instrument at all (train/synth_nonmusic.py): silence, noise, hum, crackle, tones; its draw weight comes from
 # `synth --no-instrument SHARE` (train/synth.py ensemble_weights), not from this table
 NO_INSTRUMENT = Ensemble(NO_INSTRUMENT_ENSEMBLE, 0.0, (), "Room Tone")
@@ -178,6 +199,7 @@ ENSEMBLE_SETS: dict[str, tuple[Ensemble, ...]] = {
     "musicnet": MUSICNET_ENSEMBLES + DISTRACTOR_ENSEMBLES + (NO_INSTRUMENT,),
     "solos": SOLO_ENSEMBLES + (NO_INSTRUMENT,),
     "all": MUSICNET_ENSEMBLES + DISTRACTOR_ENSEMBLES + SOLO_ENSEMBLES + (NO_INSTRUMENT,),
+    "all-with-drums": MUSICNET_ENSEMBLES + DISTRACTOR_ENSEMBLES + SOLO_ENSEMBLES + DRUM_ENSEMBLES + (NO_INSTRUMENT,),
 }
 ENSEMBLES: tuple[Ensemble, ...] = ENSEMBLE_SETS["musicnet"]
-ENSEMBLE_BY_NAME: dict[str, Ensemble] = {e.name: e for e in ENSEMBLE_SETS["all"]}
+ENSEMBLE_BY_NAME: dict[str, Ensemble] = {e.name: e for e in ENSEMBLE_SETS["all-with-drums"]}

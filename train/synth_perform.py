@@ -44,11 +44,18 @@ def to_sample(seconds: float) -> int:
     return int(round(seconds * SAMPLE_RATE_HZ))
 
 
+def midi_channel(index: int, inst: pretty_midi.Instrument) -> int:
+    """The MIDI channel of a piece's index-th part: channel 10 (index 9) is General MIDI percussion, for drums only."""
+    if inst.is_drum:
+        return 9
+    return index if index < 9 else index + 1
+
+
 def midi_events(midi: pretty_midi.PrettyMIDI) -> list[tuple[int, int, int, str, int, int, int]]:
     """Every MIDI event as (sample, order, sequence, kind, channel, a, b), in playing order."""
     events = []
     for index, inst in enumerate(midi.instruments):
-        channel = index if index < 9 else index + 1  # channel 10 (index 9) is GM percussion
+        channel = midi_channel(index, inst)
         items = [(n.start, "on", n.pitch, n.velocity) for n in inst.notes]
         items += [(n.end, "off", n.pitch, 0) for n in inst.notes]
         items += [(c.time, "cc", c.number, c.value) for c in inst.control_changes]
@@ -133,7 +140,8 @@ def perform(rng: np.random.Generator, score: Score) -> Performance:
     labels: list[LabelRow] = []
     for p, (name, role) in enumerate(score.ensemble.parts):
         spec = SPECS[name]
-        inst = pretty_midi.Instrument(program=spec.program - 1, name=f"{name} ({role})")
+        inst = pretty_midi.Instrument(program=0 if spec.percussion else spec.program - 1, is_drum=spec.percussion,
+                                      name=f"{name} ({role})")
         lag_seconds = rng.normal(0.0, 0.008)
         velocity_offset = rng.integers(-6, 7)
         articulation = rng.choice(ARTICULATIONS, size=n_sections, p=(0.2, 0.5, 0.3))

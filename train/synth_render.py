@@ -19,7 +19,7 @@ import soundfile as sf
 
 from instrument_id.atomic import atomic_path
 from instrument_id.errors import InstrumentIdError
-from train.synth_perform import SAMPLE_RATE_HZ, midi_events
+from train.synth_perform import SAMPLE_RATE_HZ, midi_channel, midi_events
 from train.synth_sfz import check_sfz_library, is_sfz_library, synthesize_sfz
 from train.synth_timidity import PATCH_SET_SUFFIX, PatchSet, check_patch_set, synthesize_timidity
 
@@ -110,8 +110,8 @@ def synthesize(midi: pretty_midi.PrettyMIDI, soundfont: Path, num_samples: int,
         if sfid < 0:
             raise InstrumentIdError(f"{soundfont}: FluidSynth could not load this soundfont")
         for index, inst in enumerate(midi.instruments):
-            channel = index if index < 9 else index + 1
-            if synth.program_select(channel, sfid, 0, inst.program) < 0:
+            channel = midi_channel(index, inst)
+            if synth.program_select(channel, sfid, 128 if inst.is_drum else 0, inst.program) < 0:
                 raise InstrumentIdError(f"{soundfont}: no preset for General MIDI program {inst.program + 1}")
         # pyfluidsynth only wraps the int16 writer; the float one avoids clipping and double quantization
         write_float = fluidsynth._fl.fluid_synth_write_float
