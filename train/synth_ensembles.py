@@ -72,7 +72,7 @@ SPECS: dict[str, InstrumentSpec] = {
     "baritone sax": InstrumentSpec(68, 36, 68, vibrato_cents=(8, 25)),
     "banjo": InstrumentSpec(106, 48, 81, keyboard=True),
     # GM percussion keys 35 (bass drum) .. 59 (ride cymbal): kicks, snares, toms, hi-hats, cymbals
-    "drum kit": InstrumentSpec(1, 35, 59, plucked=True, percussion=True),
+    "drum kit": InstrumentSpec(0, 35, 59, plucked=True, percussion=True),  # program 0: none, it is channel 10
 }
 
 
