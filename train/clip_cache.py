@@ -19,6 +19,7 @@ from instrument_id.feature_sets import FeatureSetSpec
 from instrument_id.params import AudioParams
 from model_zoo.featureset import SPLITS, FeatureSet
 from train.clips import LabelledClips, clip_window_features, read_labels
+from train.musicnet import update_with_edges
 from train.splits import stratified_split
 from train.windows import window_start_seconds
 
@@ -30,12 +31,8 @@ def clips_fingerprint(clips: LabelledClips) -> str:
     digest = hashlib.sha256(b"clips-fingerprint-v1\n")
     digest.update(hashlib.sha256(clips.labels_csv.read_bytes()).digest())
     for path in clips.paths:
-        size = path.stat().st_size
-        digest.update(f"{path.name}\n{size}\n".encode())
-        with open(path, "rb") as handle:
-            digest.update(handle.read(65536))
-            handle.seek(max(0, size - 65536))
-            digest.update(handle.read(65536))
+        digest.update(f"{path.name}\n".encode())
+        update_with_edges(digest, path)
     return digest.hexdigest()
 
 

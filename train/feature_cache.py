@@ -30,18 +30,19 @@ from model_zoo.featureset import FeatureSet, load_featureset
 from model_zoo.featurizers import default_params, featurize, spec_by_name
 from train.augment import SETTINGS as AUGMENT_SETTINGS
 from train.augment import augment_windows
-from train.musicnet import Recording, corpus_fingerprint, list_recordings, read_recording
+from train.musicnet import TIMBRE_SOURCES_FILE, Recording, corpus_fingerprint, list_recordings, read_recording
 from train.splits import official_split, recordings_per_instrument, stratified_split
 from train.windows import window_labels, window_start_seconds
 
 ARRAY_KEYS = ("X", "Y", "variant", "start_seconds")
-SYNTH_SOURCE = re.compile(r"^instrument-id synth \(([^,]+),")  # musicnet_metadata.csv source of a rendered recording
+# musicnet_metadata.csv source of a rendered recording; group 1 is its fonts field: 'A.sf2' or 'A.sf2+B.sf3'
+SYNTH_SOURCE = re.compile(r"^instrument-id synth \(([^,]+),")
 
 
 def corpus_timbre_sources(data_dir: str | Path) -> list[str] | None:
     """The timbre sources (soundfont files, patch sets, SFZ library folders) a rendered corpus's recordings used, from
     its metadata's source column; None for a corpus not rendered by `synth` (MusicNet itself)."""
-    described = Path(data_dir) / "timbre_sources.json"  # written by synth: names an SFZ library's sample libraries
+    described = Path(data_dir) / TIMBRE_SOURCES_FILE  # written by synth: names an SFZ library's sample libraries
     if described.is_file():
         return sorted(json.loads(described.read_text(encoding="utf-8")))
     path = Path(data_dir) / "musicnet_metadata.csv"

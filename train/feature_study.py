@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import re
 from pathlib import Path
 from typing import Any
 
@@ -27,9 +26,9 @@ from instrument_id.feature_sets import FeatureSetSpec
 from instrument_id.output import publish
 from model_zoo.featureset import FeatureSet, load_featureset
 from train.metrics import multilabel_metrics
+from train.feature_cache import SYNTH_SOURCE
 from train.synth import FONT_SEPARATOR, NO_INSTRUMENT_SOURCE
 
-SOURCE_FONT = re.compile(r"instrument-id synth \(([^,]+),")  # the fonts field: 'A.sf2' or 'A.sf2+B.sf3'
 DEFAULT_HEADS = ("lr", "mlp")
 DEFAULT_COMBINATIONS = ("taggram", "penultimate", "mean_pool", "max_pool", "max_pool+mean_pool",
                         "penultimate+max_pool", "taggram+penultimate+mean_pool+max_pool")
@@ -114,7 +113,7 @@ def recording_fonts(data_dir: Path) -> dict[str, frozenset[str]]:
     fonts = {}
     with open(path, newline="", encoding="utf-8") as handle:
         for row in csv.DictReader(handle):
-            match = SOURCE_FONT.match(row.get("source", ""))
+            match = SYNTH_SOURCE.match(row.get("source", ""))
             if not match:
                 raise InstrumentIdError(f"{path}: recording {row.get('id')} has no instrument-id synth source")
             used = match.group(1)  # a recording of no instrument uses no font: in training for every held-out one

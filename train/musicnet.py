@@ -26,6 +26,7 @@ log = logging.getLogger(__name__)
 MUSICNET_RATE_HZ = 44100  # every MusicNet WAV, and the unit of the label times
 LABEL_COLUMNS = ("start_time", "end_time", "instrument", "note", "start_beat", "end_beat", "note_value")
 METADATA_FILE = "musicnet_metadata.csv"
+TIMBRE_SOURCES_FILE = "timbre_sources.json"  # a rendered corpus's timbre sources (train/synth.py); caches copy it
 SPLIT_FOLDERS: dict[str, tuple[str, str]] = {"train": ("train_data", "train_labels"), "test": ("test_data", "test_labels")}
 LABELS_PAST_END_TOLERANCE_SECONDS = 1.0  # MusicNet's aligned note ends may overhang the audio slightly
 FINGERPRINT_EDGE_BYTES = 64 * 1024
@@ -288,6 +289,16 @@ def iter_recordings(recordings: Sequence[Recording], params: AudioParams, on_err
     return RecordingStream(recordings, params, on_error, progress)
 
 
+def update_with_edges(digest: Any, path: Path) -> None:
+    """Feed an audio file's size and its first and last FINGERPRINT_EDGE_BYTES into a hash (not the whole file)."""
+    size_bytes = path.stat().st_size
+    digest.update(f"{size_bytes}\n".encode())
+    with open(path, "rb") as handle:
+        digest.update(handle.read(FINGERPRINT_EDGE_BYTES))
+        handle.seek(max(0, size_bytes - FINGERPRINT_EDGE_BYTES))
+        digest.update(handle.read(FINGERPRINT_EDGE_BYTES))
+
+
 def corpus_fingerprint(root: str | os.PathLike, recordings: Sequence[Recording] | None = None) -> str:
     """A sha256 that changes when any label, WAV or the metadata changes, in seconds on the 33 GB corpus.
 
@@ -302,12 +313,7 @@ def corpus_fingerprint(root: str | os.PathLike, recordings: Sequence[Recording] 
         for path in (rec.labels_path, rec.wav_path):
             digest.update(f"{path.relative_to(root).as_posix()}\n".encode())
         digest.update(hashlib.sha256(rec.labels_path.read_bytes()).digest())
-        size_bytes = rec.wav_path.stat().st_size
-        digest.update(f"{size_bytes}\n".encode())
-        with open(rec.wav_path, "rb") as handle:
-            digest.update(handle.read(FINGERPRINT_EDGE_BYTES))
-            handle.seek(max(0, size_bytes - FINGERPRINT_EDGE_BYTES))
-            digest.update(handle.read(FINGERPRINT_EDGE_BYTES))
+        update_with_edges(digest, rec.wav_path)
     metadata = root / METADATA_FILE
     if metadata.is_file():
         digest.update(b"metadata\n" + hashlib.sha256(metadata.read_bytes()).digest())

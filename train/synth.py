@@ -31,6 +31,7 @@ from train.synth_mix import render_mix
 from train.synth_nonmusic import render_nonmusic
 from train.synth_perform import SAMPLE_RATE_HZ, labels_csv_text, perform
 from train.synth_render import check_soundfont, default_soundfont, load_fluidsynth, source_programs, write_wav
+from train.musicnet import TIMBRE_SOURCES_FILE
 from train.synth_room import load_pyroomacoustics
 from train.synth_sfz import check_sfz_library, is_sfz_library
 from train.synth_score import compose
@@ -49,7 +50,6 @@ TEMPO_MARKINGS = ((66, "Adagio"), (76, "Andante"), (108, "Moderato"), (132, "All
 MIXED_FONTS_SHARE = 0.5
 NO_INSTRUMENT_SHARE = 0.05  # of the pieces: recordings of no instrument (train/synth_nonmusic.py)
 FONT_SEPARATOR = "+"
-TIMBRE_SOURCES_FILE = "timbre_sources.json"  # what a corpus's recordings may be played by; feature caches copy it
 NO_INSTRUMENT_SOURCE = "no instrument"  # the fonts field of a recording of no instrument: it uses none
 
 

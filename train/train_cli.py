@@ -37,10 +37,11 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
                         "musicnet_metadata.csv names each recording's timbre sources); for --thresholds cross-source")
 
 
-def _named(path: str, exc: InstrumentIdError) -> InstrumentIdError:
-    """The same error, with the features file named when the message does not already name it."""
+def _named(paths: list[Path], exc: InstrumentIdError) -> InstrumentIdError:
+    """The same error, with the features files named when the message does not already name one of them."""
     message = str(exc)
-    return InstrumentIdError(message if ".npz" in message else f"{path}: {message}")
+    named = any(str(path) in message for path in paths)
+    return InstrumentIdError(message if named else f"{' + '.join(map(str, paths))}: {message}")
 
 
 def _fmt(value: float | None) -> str:
@@ -118,7 +119,7 @@ def run(args: argparse.Namespace) -> int:
         features = merge_caches(args.features, args.valid)
         check_featureset(features)
     except InstrumentIdError as exc:
-        raise _named(" + ".join(map(str, args.features)), exc) from None
+        raise _named([*args.features, *([args.valid] if args.valid else [])], exc) from None
     font_sets = window_sources(args, features) if args.thresholds == "cross-source" else None
     params = features.params
     for name in names:
