@@ -122,8 +122,9 @@ def test_sfz_text_layers_cover_every_velocity_and_key(tmp_path: Path) -> None:
             assert int(r["lokey"]) <= int(r["pitch_keycenter"]) <= int(r["hikey"])
     takes = [line for line in text.splitlines() if "pitch_keycenter=60" in line]
     assert len(takes) == 2
-    assert "lorand=0.0000 hirand=0.5000" in takes[0] and "lorand=0.5000 hirand=1.0000" in takes[1]
-    assert "lorand" not in text.replace(takes[0], "").replace(takes[1], "")  # single takes need no random pick
+    assert "seq_length=2 seq_position=1" in takes[0] and "seq_length=2 seq_position=2" in takes[1]
+    assert "seq_" not in text.replace(takes[0], "").replace(takes[1], "")  # single takes need no round-robin
+    assert re.search(r"(?m)^<control>\nhint_ram_based=1$", text)  # samples held whole: no streaming race
 
     lib = tmp_path / "lib"
     lib.mkdir()
@@ -134,6 +135,40 @@ def test_sfz_text_layers_cover_every_velocity_and_key(tmp_path: Path) -> None:
     loud = synthesize_sfz(part(VIOLIN, [(61, 0.1, 0.6)], velocity=110), library, RATE_HZ)
     # amp_veltrack=0: the level is the recording's, so the piano layer sounds about 10x quieter than the forte one
     assert 5 < level(loud, 0.2, 0.6) / level(soft, 0.2, 0.6) < 20
+
+
+def test_takes_alternate_note_by_note_and_every_render_is_the_same(tmp_path: Path) -> None:
+    """Two takes of a note alternate (round-robin, not a random draw that depends on earlier renders), and a part
+    whose notes outlast sfizz's preload (8,192 frames) renders the same in six processes at once."""
+    from concurrent.futures import ProcessPoolExecutor
+
+    takes = [NoteSample(write_tone(tmp_path / "s" / f"t{k}.wav", 60, seconds=3.0, level=0.1 + 0.2 * k), 60, 96)
+             for k in range(2)]
+    (tmp_path / "lib").mkdir()
+    (tmp_path / "lib" / "t.sfz").write_text(sfz_text(takes, "two takes"))
+    (tmp_path / "lib" / "programs.csv").write_text("program,sfz\n41,t.sfz\n")
+    notes = [(60, 0.1 + 2.0 * k, 2.0 + 2.0 * k) for k in range(4)]  # each 1.9 s: far past the preload
+    library = check_sfz_library(tmp_path / "lib")
+    y = synthesize_sfz(part(VIOLIN, notes), library, 8 * RATE_HZ)
+    levels = [level(y, 1.0 + 2.0 * k, 1.8 + 2.0 * k) for k in range(4)]
+    assert all(lv > 0.01 for lv in levels)  # every held note sounds to its end
+    assert levels[1] > 2 * levels[0] and levels[3] > 2 * levels[2]  # take 1, take 2, take 1, take 2
+    with ProcessPoolExecutor(6) as pool:
+        renders = list(pool.map(synthesize_sfz, [part(VIOLIN, notes)] * 6, [library] * 6, [8 * RATE_HZ] * 6))
+    assert all(np.array_equal(r, y) for r in renders)
+
+
+def test_an_sfz_without_the_ram_hint_plays_whole_from_a_copy_that_finds_its_samples(tmp_path: Path) -> None:
+    """A user's .sfz with relative sample paths and no hint_ram_based renders whole, its samples found beside it."""
+    write_tone(tmp_path / "user" / "smp" / "a.wav", 57, seconds=3.0)
+    (tmp_path / "user" / "bass.sfz").write_text("<region> sample=smp/a.wav pitch_keycenter=57 loop_mode=no_loop\n")
+    lib = tmp_path / "lib"
+    lib.mkdir()
+    (lib / "programs.csv").write_text(f"program,sfz\n44,{tmp_path / 'user' / 'bass.sfz'}\n")
+    y = synthesize_sfz(part(43, [(57, 0.1, 2.6)]), check_sfz_library(lib), 3 * RATE_HZ)
+    assert level(y, 2.0, 2.5) > 0.5 * level(y, 0.3, 0.8) > 0.01  # sounds to the end of the 2.5 s note
+    assert abs(peak_hz(y, 0.5, 2.5) - midi_to_hz(57)) < 5
+    assert "hint_ram_based" not in (tmp_path / "user" / "bass.sfz").read_text()  # the user's file is untouched
 
 
 def test_choose_instrument_draws_by_weight_and_stably(tmp_path: Path) -> None:

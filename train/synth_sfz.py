@@ -12,14 +12,21 @@ instrument; `source` (optional) names the sample library it comes from, which tr
 library a user owns (VSCO-2, Sonatina, VCSL, Salamander) works once such a mapping is written beside it.
 Every instrument is checked before anything renders: each sample it names must exist and decode, and sfizz must load
 it with at least one region. A part is rendered from its MIDI events in sfizz blocks, mono at the corpus rate.
+
+sfizz plays every instrument with its samples held whole in memory (`hint_ram_based=1`): by default it preloads
+8,192 frames of each and streams the rest from a background thread, which an offline render outruns under load, so
+notes fell silent while their labels said they sounded and no two renders agreed. An instrument that does not ask for
+it is played from a copy (in the system's temporary folder) that does, its relative paths anchored at its folder.
 """
 
 from __future__ import annotations
 
 import csv
 import functools
+import hashlib
 import os
 import re
+import tempfile
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +43,7 @@ PROGRAMS_FILE = "programs.csv"
 INSTALL_HINT = "install pysfizz (pip install pysfizz: a wheel that bundles the sfizz SFZ player)"
 BLOCK_SAMPLES = 512
 _OPCODE = re.compile(r"(\w+)=(.*?)(?=\s+\w+=|\s*<|\s*$)")  # key=value, a value may hold spaces (sample paths)
+_RAM_BASED = re.compile(r"^[^/]*\bhint_ram_based=1\b", re.MULTILINE)  # on a line, before any // comment
 
 
 @dataclass(frozen=True)
@@ -84,6 +92,39 @@ def sample_paths(sfz: Path) -> list[Path]:
     return found
 
 
+def _anchored(text: str, folder: Path) -> str:
+    """SFZ text whose relative `default_path=` and `#include` paths are made absolute from folder."""
+    def default_path(match: re.Match) -> str:
+        value = match[2].replace("\\", "/")
+        return match[1] + (value if value.startswith("/") else f"{folder}/{value}")
+
+    def include(match: re.Match) -> str:
+        value = match[2].replace("\\", "/")
+        return f'{match[1]}"{value if value.startswith("/") else f"{folder}/{value}"}"'
+
+    text = re.sub(r"(\bdefault_path=)(\S*)", default_path, text)
+    return re.sub(r'(#include\s+)"([^"]*)"', include, text)
+
+
+@functools.lru_cache(maxsize=None)
+def ram_loaded(sfz: Path) -> Path:
+    """An .sfz that plays sfz with every sample held in memory: sfz itself if it says `hint_ram_based=1`, else a
+    copy in the temporary folder that says so, its relative paths anchored at sfz's folder."""
+    sfz = sfz.resolve()
+    text = sfz.read_text(encoding="utf-8", errors="replace")
+    if _RAM_BASED.search(text):
+        return sfz
+    folder = Path(tempfile.gettempdir()) / "instrument-id-sfz"
+    folder.mkdir(exist_ok=True)
+    text = f"<control>\nhint_ram_based=1\ndefault_path={sfz.parent}/\n" + _anchored(text, sfz.parent)
+    copy = folder / f"{hashlib.sha1(text.encode()).hexdigest()[:16]}-{sfz.name}"
+    if not copy.is_file():
+        partial = copy.with_name(f"{copy.name}.{os.getpid()}.partial")
+        partial.write_text(text, encoding="utf-8")
+        os.replace(partial, copy)  # atomic: workers may write the same copy at once
+    return copy
+
+
 def check_sfz(sfz: Path) -> Path:
     """sfz (resolved) if every sample it names decodes and sfizz loads it with regions; else raise naming the file."""
     if not sfz.is_file():
@@ -101,9 +142,15 @@ def check_sfz(sfz: Path) -> Path:
         if subtype == "OPUS":  # libsndfile decodes it, sfizz plays it as silence: the part's labels would lie
             raise InstrumentIdError(f"{sfz}: sample {sample} is Ogg Opus, which sfizz cannot play; convert it to "
                                     "Ogg Vorbis, FLAC or WAV")
-    synth = load_pysfizz()._sfizz.Synth(SAMPLE_RATE_HZ, BLOCK_SAMPLES)
-    if not synth.load_sfz_file(str(sfz)) or synth.get_num_regions() == 0:
+    pysfizz = load_pysfizz()
+    synth = pysfizz._sfizz.Synth(SAMPLE_RATE_HZ, BLOCK_SAMPLES)
+    if not synth.load_sfz_file(str(ram_loaded(sfz))) or synth.get_num_regions() == 0:
         raise InstrumentIdError(f"{sfz}: sfizz could not load this SFZ file (or it holds no region)")
+    if ram_loaded(sfz) != sfz.resolve():  # a copy: it must find every region the original has
+        alone = pysfizz._sfizz.Synth(SAMPLE_RATE_HZ, BLOCK_SAMPLES)
+        if not alone.load_sfz_file(str(sfz)) or alone.get_num_regions() != synth.get_num_regions():
+            raise InstrumentIdError(f"{sfz}: sfizz could not load it with its samples held in memory; add the lines "
+                                    "'<control>' and 'hint_ram_based=1' at its top")
     return sfz.resolve()
 
 
@@ -166,8 +213,7 @@ def synthesize_sfz(midi: pretty_midi.PrettyMIDI, library: SfzLibrary, num_sample
     for inst in midi.instruments:
         sfz = choose_instrument(library, inst)
         synth = pysfizz._sfizz.Synth(SAMPLE_RATE_HZ, BLOCK_SAMPLES)
-        synth.enable_freewheeling()  # offline: wait for each sample's data instead of dropping late voices
-        if not synth.load_sfz_file(str(sfz)):
+        if not synth.load_sfz_file(str(ram_loaded(sfz))):
             raise InstrumentIdError(f"{sfz}: sfizz could not load this SFZ file")
         n_blocks = -(-num_samples // BLOCK_SAMPLES)
         left = np.zeros(n_blocks * BLOCK_SAMPLES, dtype=np.float32)
