@@ -33,6 +33,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "analyze": ("tflite.analyze_cli", "timeline of the instruments in a long recording: CSV, JSON and PNG, bounded memory"),
     "listen": ("tflite.listen_cli", "name the instruments of the last window, live, in raw PCM read from stdin"),
     "serve": ("serving.serve_cli", "serve the models over HTTP (Flask + gunicorn, A/B)"),
+    "keys": ("serving.keys_cli", "API keys of `serve --api-keys FILE`: add one (printed once, its hash kept) or revoke one"),
 }
 
 

@@ -8,9 +8,11 @@ from typing import Any
 from flask import Flask
 
 from serving.ab import ABRouter
+from serving.auth import install_auth
 from serving.config import ServingConfig, parse_config
 from serving.decode import ServingRequest
 from serving.errors import LOGGER, register_error_handlers
+from serving.keys import KeyRing
 from serving.log_buffer import BufferedLog
 from serving.models import ServedModel, load_served_model
 from serving.ops import ServingMetrics, install_request_hooks
@@ -28,6 +30,7 @@ class ServingState:
     router: ABRouter
     store: BufferedLog
     metrics: ServingMetrics
+    keys: KeyRing | None = None  # None: open mode
 
 
 def create_app(config: dict[str, Any] | ServingConfig | None = None) -> Flask:
@@ -39,6 +42,10 @@ def create_app(config: dict[str, Any] | ServingConfig | None = None) -> Flask:
     from serving import openapi, ops, routes_analyze, routes_compat, routes_v2, web
 
     serving_config = config if isinstance(config, ServingConfig) else parse_config(config)
+    keys = None
+    if serving_config.api_keys is not None:
+        keys = KeyRing(serving_config.api_keys, serving_config.allow_world_readable_keys)
+        LOGGER.info("read %d API key(s) from %s", len(keys), serving_config.api_keys)
     models = {}
     for model_config in serving_config.models:
         models[model_config.name] = load_served_model(model_config)
@@ -54,9 +61,11 @@ def create_app(config: dict[str, Any] | ServingConfig | None = None) -> Flask:
     app.url_map.merge_slashes = False  # '//v2//predict' is a 404, not a redirect
     app.extensions[EXTENSION] = ServingState(
         config=serving_config, models=models, router=ABRouter(serving_config.arms), store=store, metrics=metrics,
+        keys=keys,
     )
     register_error_handlers(app)
     install_request_hooks(app)
+    install_auth(app, keys)
     for blueprint in (routes_compat.bp, routes_v2.bp, routes_analyze.bp, ops.bp, openapi.bp, web.bp):
         app.register_blueprint(blueprint)
     return app

@@ -7,6 +7,9 @@ A config is a JSON or TOML file (or the same data as a dict passed to create_app
     max_analyze_bytes = 67108864          # audio decoded in memory (predict, compare) above this, as float32, gets 413
     max_analyze_upload_bytes = 209715200  # POST /v2/analyze bodies above this get 413 (files stream: memory stays flat)
     max_analyze_seconds = 14400           # POST /v2/analyze recordings longer than this (header's length) get 413
+    api_keys = "keys.txt"                 # hashed API keys with roles (serving/keys.py); absent: open mode
+    allow_world_readable_keys = false     # a key file readable by every user is refused unless this is true
+    feedback_window_seconds = 604800      # feedback on a prediction is taken for this long after it (7 days)
     [models.mlp]
     path = "model_zoo/models/mlp"         # relative paths resolve against the config file's folder
     runtime = "tflite"                    # "tflite" (edge runtime) or "zoo" (the zoo's Keras/skops loader)
@@ -43,7 +46,9 @@ DEFAULT_MAX_ANALYZE_UPLOAD_BYTES = 200 * 1024 * 1024  # ~20 min of 16-bit 44.1 k
 DEFAULT_MAX_ANALYZE_SECONDS = 4 * 3600.0  # bounds the CPU a tiny file declaring days of silence could ask for
 DEFAULT_TFLITE_FILE = FLOAT_TFLITE_FILE
 RUNTIMES = ("tflite", "zoo")
-TOP_KEYS = {"models", "ab", "log_db", "max_upload_bytes", "max_analyze_bytes", "max_analyze_upload_bytes", "max_analyze_seconds"}
+DEFAULT_FEEDBACK_WINDOW_SECONDS = 7 * 24 * 3600.0
+TOP_KEYS = {"models", "ab", "log_db", "max_upload_bytes", "max_analyze_bytes", "max_analyze_upload_bytes", "max_analyze_seconds",
+            "api_keys", "allow_world_readable_keys", "feedback_window_seconds"}
 MODEL_KEYS = {"path", "runtime", "tflite_file"}
 ARM_KEYS = {"model", "weight"}
 POSTGRES_URL_PREFIXES = ("postgresql://", "postgres://")
@@ -79,6 +84,9 @@ class ServingConfig:
     max_analyze_bytes: int
     max_analyze_upload_bytes: int
     max_analyze_seconds: float
+    api_keys: Path | None = None  # the key file; None: open mode (every request may do everything)
+    allow_world_readable_keys: bool = False
+    feedback_window_seconds: float = DEFAULT_FEEDBACK_WINDOW_SECONDS
 
     def model_names(self) -> list[str]:
         """Configured model names in config order."""
@@ -180,6 +188,22 @@ def _arms(data: Any, model_names: list[str], where: str) -> tuple[ArmConfig, ...
     return tuple(arms)
 
 
+def _key_file(value: Any, base_dir: Path, where: str) -> Path | None:
+    """The key file's path resolved against base_dir, or None (open mode)."""
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value:
+        raise InstrumentIdError(f"{where}: api_keys must be the path of a key file, got {value!r}")
+    path = Path(value).expanduser()
+    return path if path.is_absolute() else base_dir / path
+
+
+def _flag(where: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise InstrumentIdError(f"{where}: expected true or false, got {value!r}")
+    return value
+
+
 def parse_config(data: dict[str, Any] | None, base_dir: Path | None = None, where: str = "config") -> ServingConfig:
     """Validate config data (None: the shipped defaults); relative paths resolve against base_dir (default: cwd)."""
     data = default_config_data() if data is None else data
@@ -201,6 +225,10 @@ def parse_config(data: dict[str, Any] | None, base_dir: Path | None = None, wher
                                                data.get("max_analyze_upload_bytes", DEFAULT_MAX_ANALYZE_UPLOAD_BYTES)),
         max_analyze_seconds=_positive_seconds(f"{where}: max_analyze_seconds",
                                               data.get("max_analyze_seconds", DEFAULT_MAX_ANALYZE_SECONDS)),
+        api_keys=_key_file(data.get("api_keys"), base_dir, f"{where}: api_keys"),
+        allow_world_readable_keys=_flag(f"{where}: allow_world_readable_keys", data.get("allow_world_readable_keys", False)),
+        feedback_window_seconds=_positive_seconds(f"{where}: feedback_window_seconds",
+                                                  data.get("feedback_window_seconds", DEFAULT_FEEDBACK_WINDOW_SECONDS)),
     )
 
 

@@ -15,10 +15,11 @@ LOGGER = logging.getLogger("instrument_id.serving")
 class ApiError(Exception):
     """An expected failure of one request: the HTTP status and a message a person can act on."""
 
-    def __init__(self, status: int, message: str) -> None:
+    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
+        self.headers = headers or {}  # e.g. WWW-Authenticate on a 401, Retry-After on a 429
 
 
 def error_response(status: int, message: str):
@@ -36,7 +37,9 @@ def register_error_handlers(app: Flask) -> None:
 
     @app.errorhandler(ApiError)
     def _api_error(exc: ApiError):
-        return error_response(exc.status, exc.message)
+        response, status = error_response(exc.status, exc.message)
+        response.headers.update(exc.headers)
+        return response, status
 
     @app.errorhandler(InstrumentIdError)
     def _bad_input(exc: InstrumentIdError):

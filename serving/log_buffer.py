@@ -163,13 +163,16 @@ class BufferedLog:
             except Exception:
                 return
 
-    def add_feedback(self, prediction_id: str, true_labels: list[str]) -> bool:
-        """The store's add_feedback; 503 while the log cannot write or the prediction still waits to be logged."""
+    def add_feedback(self, prediction_id: str, true_labels: list[str], owner: str | None = None,
+                     since_ts: float = 0.0) -> int | None:
+        """The store's add_feedback (feedbacks so far, or None); 503 while the log cannot write or the prediction
+        still waits to be logged."""
         try:
-            known = self.store.add_feedback(prediction_id, true_labels)
+            known = self.store.add_feedback(prediction_id, true_labels, owner, since_ts)
         except LogUnavailableError as exc:
             raise ApiError(503, f"the prediction log cannot take feedback now ({exc.reason}); retry in a few seconds") from None
-        if not known and any(record.id == prediction_id for record in list(self._queue)):
+        if known is None and any(record.id == prediction_id and (owner is None or record.client_id == owner)
+                                 for record in list(self._queue)):
             raise ApiError(503, "that prediction is not logged yet (the log was unavailable); retry in a few seconds")
         return known
 

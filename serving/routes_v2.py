@@ -27,7 +27,6 @@ if TYPE_CHECKING:
 
 bp = Blueprint("v2", __name__, url_prefix="/v2")
 AB = "ab"
-MAX_CLIENT_ID_CHARS = 200
 COLUMN_TO_INDEX = {name: i for i, name in enumerate(column_names())}
 FEEDBACK_KEYS = {"prediction_id", "instruments"}
 
@@ -38,9 +37,9 @@ def state() -> "ServingState":
 
 
 def client_id() -> str | None:
-    """The X-Client-Id header (A/B stickiness), or None."""
-    value = request.headers.get("X-Client-Id", "").strip()
-    return value[:MAX_CLIENT_ID_CHARS] or None
+    """The client (A/B stickiness, owner of its predictions): the key's client name with keys on, else the
+    X-Client-Id header, or None (serving/auth.py sets it)."""
+    return g.get("client")
 
 
 def choose_model(current: "ServingState", model_name: str | None, arm_name: str | None,
@@ -224,9 +223,14 @@ def feedback():
     if "instruments" not in payload:
         raise ApiError(400, "'instruments' is required: the instruments truly playing ([] for none)")
     labels = parse_instruments(payload["instruments"])
-    if not state().store.add_feedback(prediction_id, labels):
-        raise ApiError(404, f"no prediction with id {prediction_id[:80]!r}")
-    return jsonify({"prediction_id": prediction_id, "instruments": labels, "recorded": True})
+    current = state()
+    owner = client_id() if current.keys is not None else None  # open mode: anyone's (bound to 127.0.0.1 by default)
+    since_ts = time.time() - current.config.feedback_window_seconds
+    given = current.store.add_feedback(prediction_id, labels, owner, since_ts)
+    if given is None:  # unknown, too old, or another client's: one answer, so ids cannot be probed
+        raise ApiError(404, f"no prediction with id {prediction_id[:80]!r} that this client may give feedback on "
+                            f"(feedback is taken for {current.config.feedback_window_seconds / 86400:g} days)")
+    return jsonify({"prediction_id": prediction_id, "instruments": labels, "recorded": True, "changes": given - 1})
 
 
 @bp.get("/ab/report")

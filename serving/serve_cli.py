@@ -12,16 +12,21 @@ prediction is committed to the log before its response leaves.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import importlib.util
+import ipaddress
+import json
 import logging
 import os
 import shutil
+import signal
 import sys
 import tempfile
 from pathlib import Path
 from typing import Any
 
 from instrument_id.errors import InstrumentIdError
+from serving.errors import LOGGER
 from serving.request_buffer import ReadLimits
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
@@ -30,7 +35,16 @@ WORKER_CLASSES = ("buffered", "sync", "gthread")
 
 def add_parser(parser: argparse.ArgumentParser) -> None:
     """Arguments of `instrument-id serve`."""
-    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    parser.add_argument("--host", default="127.0.0.1",
+                        help="address to listen on (default 127.0.0.1); another one needs --api-keys or --insecure-open")
+    parser.add_argument("--api-keys", type=Path,
+                        help="file of hashed API keys with roles (`instrument-id keys add`), read at start and again on "
+                             "SIGHUP; overrides the config's api_keys. Without one the service is open to all callers")
+    parser.add_argument("--allow-world-readable-keys", action="store_true",
+                        help="accept a key file that every user of the machine can read")
+    parser.add_argument("--insecure-open", action="store_true",
+                        help="serve without keys on an address other than loopback: anyone who reaches the port may "
+                             "predict, give feedback and read the report and metrics (warned on every start)")
     parser.add_argument("--port", type=int, default=52000, help="port (default 52000, the reference API's)")
     parser.add_argument("--workers", type=int, default=2 * (os.cpu_count() or 1),
                         help="worker processes (default two per CPU: one computes while another reads or writes)")
@@ -57,6 +71,30 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--graceful-timeout", type=int, default=30, help="seconds a stopping worker may finish requests")
     parser.add_argument("--server", choices=("auto", "gunicorn", "flask"), default="auto",
                         help="auto: gunicorn when installed, else Flask's threaded server")
+
+
+def is_loopback(host: str) -> bool:
+    """Whether an address to listen on is reachable from this machine only (127.0.0.0/8, ::1, localhost)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def check_bind(args: argparse.Namespace) -> None:
+    """Refuse --insecure-open with keys (the two contradict each other)."""
+    if args.insecure_open and args.api_keys is not None:
+        raise InstrumentIdError("--insecure-open and --api-keys contradict each other: give one")
+
+
+def _warn_open(host: str) -> None:
+    """Say on every start that anyone who reaches the port may do everything."""
+    where = "this machine" if is_loopback(host) else f"anyone who can reach {host}"
+    LOGGER.warning(json.dumps({"event": "open_mode", "host": host, "warning":
+                               f"no API keys: {where} may predict, give feedback on any prediction and read the A/B "
+                               "report and /metrics (serve --api-keys FILE to require keys)"}))
 
 
 def _log_to_stderr() -> None:
@@ -93,6 +131,13 @@ def _worker_class(app: Any, args: argparse.Namespace) -> Any:
     return buffered_worker_class(limits, count_refusal=state.metrics.count_refusal)
 
 
+def _reload_keys(app: Any) -> None:
+    """Read the app's key file again (gunicorn's on_reload hook, in the master, before it forks the new workers)."""
+    keys = app.extensions["instrument_id"].keys
+    if keys is not None:
+        keys.reload()
+
+
 def _serve_gunicorn(app: Any, args: argparse.Namespace) -> int:
     from gunicorn.app.base import BaseApplication
 
@@ -120,6 +165,9 @@ def _serve_gunicorn(app: Any, args: argparse.Namespace) -> int:
         "keepalive": args.keepalive,
         "accesslog": None, "errorlog": "-", "loglevel": "info", "child_exit": _child_exit,
         "proc_name": "instrument-id-serve",
+        # SIGHUP: the master reads the key file again, forks new workers with it and stops the old ones gracefully
+        # (each finishes the requests it holds), so rotating a key drops no request
+        "on_reload": lambda arbiter: _reload_keys(app),
         "control_socket_disable": True,  # one fixed socket path per user: a second server would take it over
     }
     master_pid = os.getpid()
@@ -144,6 +192,7 @@ def run(args: argparse.Namespace) -> int:
         raise InstrumentIdError(f"--keepalive must be 0 or more seconds, got {args.keepalive}")
     if not 0 <= args.port <= 65535:
         raise InstrumentIdError(f"--port must be 0..65535, got {args.port}")
+    check_bind(args)
     use_gunicorn = args.server == "gunicorn" or (args.server == "auto" and importlib.util.find_spec("gunicorn") is not None)
     if args.server == "gunicorn" and importlib.util.find_spec("gunicorn") is None:
         raise InstrumentIdError("gunicorn is not installed: pip install 'instrument-id[serve]'")
@@ -159,14 +208,24 @@ def run(args: argparse.Namespace) -> int:
         from serving.models import use_one_blas_thread
 
         _log_to_stderr()
-        app = create_app(load_config(args.config))
+        config = load_config(args.config)
+        if args.api_keys is not None or args.allow_world_readable_keys:
+            config = dataclasses.replace(config, api_keys=args.api_keys or config.api_keys,
+                                         allow_world_readable_keys=args.allow_world_readable_keys)
+        if config.api_keys is None and not is_loopback(args.host) and not args.insecure_open:
+            raise InstrumentIdError(f"--host {args.host} without keys would let anyone on the network use the service; "
+                                    "give --api-keys FILE (instrument-id keys add), or --insecure-open to accept that")
+        app = create_app(config)
         use_one_blas_thread()  # every worker thread computes features; the workers already fill the cores
         state = app.extensions["instrument_id"]
         loaded = ", ".join(f"{name} ({m.runtime}, {m.version})" for name, m in state.models.items())
         server = f"gunicorn, {args.workers} {args.worker_class} worker(s)" if use_gunicorn else "Flask threaded server"
         print(f"serving {loaded} on http://{args.host}:{args.port} ({server}); log {state.store.describe()}", flush=True)
+        if state.keys is None:
+            _warn_open(args.host)
         if use_gunicorn:
             return _serve_gunicorn(app, args)
+        signal.signal(signal.SIGHUP, lambda signum, frame: _reload_keys(app))
         app.run(host=args.host, port=args.port, threaded=True)
         return 0
     finally:

@@ -19,7 +19,7 @@ from typing import Any, Callable, Iterable, TypeVar
 
 from instrument_id.errors import InstrumentIdError
 from serving.report_sql import ReportAggregates, report_aggregates
-from serving.store_sql import (ADDED_COLUMNS, LOGGED_FINGERPRINTS_SQL, UPSERT_FEEDBACK_SQL, insert_predictions_sql,
+from serving.store_sql import (ADDED_COLUMNS, LOGGED_FINGERPRINTS_SQL, UPSERT_FEEDBACK_SQL, feedback_args, insert_predictions_sql,
                                instrument_mask, schema_statements)
 
 BUSY_TIMEOUT_MS = 1000  # another process's commit takes well under a millisecond; a lock held longer is a fault
@@ -178,11 +178,14 @@ class PredictionStore:
         sql = insert_predictions_sql(INSERT_COLUMNS)
         self._write(lambda connection: connection.executemany(sql, rows))
 
-    def add_feedback(self, prediction_id: str, true_labels: list[str]) -> bool:
-        """Record (or replace) the true instruments of a logged prediction; False when the id is unknown."""
-
-        args = (prediction_id, json.dumps(true_labels), time.time(), instrument_mask(true_labels), prediction_id)
-        return self._write(lambda connection: connection.execute(UPSERT_FEEDBACK_SQL, args).rowcount > 0)
+    def add_feedback(self, prediction_id: str, true_labels: list[str], owner: str | None = None,
+                     since_ts: float = 0.0) -> int | None:
+        """Record (or replace) the true instruments of a prediction logged since since_ts (by owner, unless None);
+        how many feedbacks it has had, this one included (2 or more: replaced), or None when no such prediction."""
+        args = feedback_args(prediction_id, json.dumps(true_labels), time.time(), instrument_mask(true_labels),
+                             since_ts, owner)
+        rows = self._write(lambda connection: connection.execute(UPSERT_FEEDBACK_SQL, args).fetchall())
+        return int(rows[0][0]) + 1 if rows else None
 
     def _fetch(self, sql: str, args: tuple = ()) -> list[tuple]:
         try:

@@ -19,7 +19,7 @@ from urllib.parse import urlsplit, urlunsplit
 from instrument_id.errors import InstrumentIdError
 from serving.store import INSERT_COLUMNS, LogUnavailableError, PredictionRecord
 from serving.report_sql import ReportAggregates, report_aggregates
-from serving.store_sql import (LOGGED_FINGERPRINTS_SQL, UPSERT_FEEDBACK_SQL, insert_predictions_sql, instrument_mask,
+from serving.store_sql import (LOGGED_FINGERPRINTS_SQL, UPSERT_FEEDBACK_SQL, feedback_args, insert_predictions_sql, instrument_mask,
                                schema_statements)
 
 CONNECT_TIMEOUT_SECONDS = 2
@@ -118,11 +118,14 @@ class PostgresStore:
         sql = _dialect(insert_predictions_sql(INSERT_COLUMNS))
         self._write(lambda connection: connection.cursor().executemany(sql, rows))
 
-    def add_feedback(self, prediction_id: str, true_labels: list[str]) -> bool:
-        """Record (or replace) the true instruments of a logged prediction; False when the id is unknown."""
-
-        args = (prediction_id, json.dumps(true_labels), time.time(), instrument_mask(true_labels), prediction_id)
-        return self._write(lambda connection: connection.execute(_dialect(UPSERT_FEEDBACK_SQL), args).rowcount > 0)
+    def add_feedback(self, prediction_id: str, true_labels: list[str], owner: str | None = None,
+                     since_ts: float = 0.0) -> int | None:
+        """Record (or replace) the true instruments of a prediction logged since since_ts (by owner, unless None);
+        how many feedbacks it has had, this one included (2 or more: replaced), or None when no such prediction."""
+        args = feedback_args(prediction_id, json.dumps(true_labels), time.time(), instrument_mask(true_labels),
+                             since_ts, owner)
+        rows = self._write(lambda connection: connection.execute(_dialect(UPSERT_FEEDBACK_SQL), args).fetchall())
+        return int(rows[0][0]) + 1 if rows else None
 
     def _fetch(self, sql: str, args: tuple = ()) -> list[tuple]:
         return self._call(lambda connection: connection.execute(_dialect(sql), args).fetchall())

@@ -60,7 +60,8 @@ CREATE TABLE IF NOT EXISTS feedback (
     ts {real} NOT NULL,
     true_mask INTEGER,
     arm TEXT,
-    predicted_mask INTEGER
+    predicted_mask INTEGER,
+    changed_count INTEGER NOT NULL DEFAULT 0
 );
 """
 # what a log written before the masks lacks: (table, column, SQL filling it; instrument_mask() is a Python function)
@@ -72,8 +73,10 @@ ADDED_COLUMNS = (
     # rows logged before Idempotency-Key had none: NULL, which the unique index leaves out
     ("predictions", "idempotency_key", None),
     ("predictions", "request_fingerprint", None),
+    ("feedback", "changed_count", "0"),  # logs from before feedback could be replaced had changed none
 )
 KEY_COLUMNS = [column for _, column, fill_sql in ADDED_COLUMNS if fill_sql is None]
+POSTGRES_ADDED = ("ALTER TABLE feedback ADD COLUMN IF NOT EXISTS changed_count INTEGER NOT NULL DEFAULT 0",)
 
 
 def schema_statements(real_type: str, add_key_columns: bool = False) -> list[str]:
@@ -82,7 +85,8 @@ def schema_statements(real_type: str, add_key_columns: bool = False) -> list[str
     lacks it, adds them in PredictionStore's migration before these run)."""
     alters = ";".join(f"ALTER TABLE predictions ADD COLUMN IF NOT EXISTS {column} TEXT" for column in KEY_COLUMNS)
     text = SCHEMA_TEMPLATE.format(real=real_type, add_key_columns=alters + ";" if add_key_columns else "")
-    return [s.strip() for s in text.split(";") if s.strip()]
+    statements = [s.strip() for s in text.split(";") if s.strip()]
+    return [*statements, *POSTGRES_ADDED] if add_key_columns else statements
 
 
 def instrument_mask(columns: Iterable[str]) -> int:
@@ -100,10 +104,20 @@ def insert_predictions_sql(columns: list[str]) -> str:
 LOGGED_FINGERPRINTS_SQL = "SELECT DISTINCT request_fingerprint FROM predictions WHERE idempotency_key = ?"
 
 
-# args (prediction_id, true_labels JSON, ts, true_mask, prediction_id); no row is written for an unknown id
+# args: feedback_args(); no row is written for an unknown id, a prediction older than the window, or one another
+# client asked for (owner NULL: open mode, anyone's); a second feedback replaces the first and counts the change.
+# Answers the prediction's changed_count (0: first feedback), or no row.
 UPSERT_FEEDBACK_SQL = (
-    "INSERT INTO feedback (prediction_id, true_labels, ts, true_mask, arm, predicted_mask) "
-    "SELECT ?, ?, ?, ?, arm, instruments_mask FROM predictions WHERE id = ? "
+    "INSERT INTO feedback (prediction_id, true_labels, ts, true_mask, arm, predicted_mask, changed_count) "
+    "SELECT ?, ?, ?, ?, arm, instruments_mask, 0 FROM predictions "
+    "WHERE id = ? AND ts >= ? AND (CAST(? AS TEXT) IS NULL OR client_id = ?) "
     "ON CONFLICT (prediction_id) DO UPDATE SET true_labels = excluded.true_labels, ts = excluded.ts, "
-    "true_mask = excluded.true_mask"
+    "true_mask = excluded.true_mask, changed_count = feedback.changed_count + 1 "
+    "RETURNING changed_count"
 )
+
+
+def feedback_args(prediction_id: str, labels_json: str, now: float, true_mask: int, since_ts: float,
+                  owner: str | None) -> tuple:
+    """UPSERT_FEEDBACK_SQL's arguments in placeholder order."""
+    return (prediction_id, labels_json, now, true_mask, prediction_id, since_ts, owner, owner)
