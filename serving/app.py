@@ -17,6 +17,7 @@ from serving.log_buffer import BufferedLog
 from serving.models import ServedModel, load_served_model
 from serving.ops import ServingMetrics, install_request_hooks
 from serving.prediction_log import open_prediction_log
+from serving.rate_limits import RateLimiter
 
 EXTENSION = "instrument_id"
 
@@ -31,6 +32,7 @@ class ServingState:
     store: BufferedLog
     metrics: ServingMetrics
     keys: KeyRing | None = None  # None: open mode
+    limiter: RateLimiter | None = None
 
 
 def create_app(config: dict[str, Any] | ServingConfig | None = None) -> Flask:
@@ -61,11 +63,11 @@ def create_app(config: dict[str, Any] | ServingConfig | None = None) -> Flask:
     app.url_map.merge_slashes = False  # '//v2//predict' is a 404, not a redirect
     app.extensions[EXTENSION] = ServingState(
         config=serving_config, models=models, router=ABRouter(serving_config.arms), store=store, metrics=metrics,
-        keys=keys,
+        keys=keys, limiter=RateLimiter(serving_config.rate_limits, serving_config.rate_limit_storage),
     )
     register_error_handlers(app)
     install_request_hooks(app)
-    install_auth(app, keys)
+    install_auth(app, keys, app.extensions[EXTENSION].limiter)
     for blueprint in (routes_compat.bp, routes_v2.bp, routes_analyze.bp, ops.bp, openapi.bp, web.bp):
         app.register_blueprint(blueprint)
     return app

@@ -10,10 +10,13 @@ No key, nor any part of one, is ever logged or echoed.
 
 from __future__ import annotations
 
-from flask import Flask, g, request
+import math
+
+from flask import Flask, current_app, g, request
 
 from serving.errors import ApiError
 from serving.keys import ROLE_RANK, KeyRing
+from serving.rate_limits import RateLimiter
 
 OPEN, CLIENT, ADMIN = "open", "client", "admin"
 # endpoint -> the least role that may call it; an endpoint missing here needs an admin (a new route stays closed)
@@ -68,9 +71,19 @@ def authorize(keys: KeyRing | None) -> None:
                              f"it needs an {needed} key")
 
 
-def install_auth(app: Flask, keys: KeyRing | None) -> None:
-    """Check every request's key (after the request timer, before any route runs)."""
+def install_auth(app: Flask, keys: KeyRing | None, limiter: RateLimiter | None = None) -> None:
+    """Check every request's key, then count it against its client's request budget (after the request timer,
+    before any route runs; routes with no role, like /healthz, are not counted)."""
 
     @app.before_request
     def _authorize() -> None:
         authorize(keys)
+        if limiter is not None and endpoint_role(request.endpoint) != OPEN:
+            limiter.charge(g.role, "requests", g.limit_identity)
+
+
+def charge_audio(seconds: float) -> None:
+    """Count a decoded request's seconds of audio against its client's budget (429 when spent), before computing."""
+    limiter = current_app.extensions["instrument_id"].limiter
+    if limiter is not None and "role" in g:
+        limiter.charge(g.role, "audio_seconds", g.limit_identity, math.ceil(seconds))

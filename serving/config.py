@@ -10,6 +10,10 @@ A config is a JSON or TOML file (or the same data as a dict passed to create_app
     api_keys = "keys.txt"                 # hashed API keys with roles (serving/keys.py); absent: open mode
     allow_world_readable_keys = false     # a key file readable by every user is refused unless this is true
     feedback_window_seconds = 604800      # feedback on a prediction is taken for this long after it (7 days)
+    rate_limit_storage = "memory://"      # or "redis://host:6379": limits shared by workers and replicas
+    [rate_limits.client]                  # per role (client, admin, open): serving/rate_limits.py
+    requests = "20/second;600/minute"
+    audio_seconds = "1800/minute"
     [models.mlp]
     path = "model_zoo/models/mlp"         # relative paths resolve against the config file's folder
     runtime = "tflite"                    # "tflite" (edge runtime) or "zoo" (the zoo's Keras/skops loader)
@@ -32,12 +36,13 @@ from __future__ import annotations
 import json
 import math
 import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from instrument_id.errors import InstrumentIdError
 from model_zoo.loader import FLOAT_TFLITE_FILE, RAW_AUDIO_TFLITE_FILE, shipped_model_dir
+from serving.rate_limits import DEFAULT_STORAGE, RoleLimits, check_storage_uri, parse_rate_limits
 
 DEFAULT_LOG_DB = Path("runs/serving/predictions.sqlite")
 DEFAULT_MAX_UPLOAD_BYTES = 10 * 1024 * 1024
@@ -48,7 +53,7 @@ DEFAULT_TFLITE_FILE = FLOAT_TFLITE_FILE
 RUNTIMES = ("tflite", "zoo")
 DEFAULT_FEEDBACK_WINDOW_SECONDS = 7 * 24 * 3600.0
 TOP_KEYS = {"models", "ab", "log_db", "max_upload_bytes", "max_analyze_bytes", "max_analyze_upload_bytes", "max_analyze_seconds",
-            "api_keys", "allow_world_readable_keys", "feedback_window_seconds"}
+            "api_keys", "allow_world_readable_keys", "feedback_window_seconds", "rate_limits", "rate_limit_storage"}
 MODEL_KEYS = {"path", "runtime", "tflite_file"}
 ARM_KEYS = {"model", "weight"}
 POSTGRES_URL_PREFIXES = ("postgresql://", "postgres://")
@@ -87,6 +92,8 @@ class ServingConfig:
     api_keys: Path | None = None  # the key file; None: open mode (every request may do everything)
     allow_world_readable_keys: bool = False
     feedback_window_seconds: float = DEFAULT_FEEDBACK_WINDOW_SECONDS
+    rate_limits: dict[str, RoleLimits] = field(default_factory=lambda: parse_rate_limits(None, "defaults"))
+    rate_limit_storage: str = DEFAULT_STORAGE
 
     def model_names(self) -> list[str]:
         """Configured model names in config order."""
@@ -229,6 +236,8 @@ def parse_config(data: dict[str, Any] | None, base_dir: Path | None = None, wher
         allow_world_readable_keys=_flag(f"{where}: allow_world_readable_keys", data.get("allow_world_readable_keys", False)),
         feedback_window_seconds=_positive_seconds(f"{where}: feedback_window_seconds",
                                                   data.get("feedback_window_seconds", DEFAULT_FEEDBACK_WINDOW_SECONDS)),
+        rate_limits=parse_rate_limits(data.get("rate_limits"), where),
+        rate_limit_storage=check_storage_uri(data.get("rate_limit_storage", DEFAULT_STORAGE), f"{where}: rate_limit_storage"),
     )
 
 

@@ -22,6 +22,7 @@ from serving.request_buffer import REFUSAL_STATUS
 bp = Blueprint("ops", __name__)
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 LATENCY_BUCKETS_SECONDS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+DENIED_STATUSES = (401, 403, 429)
 UNMATCHED_ROUTE = "<unmatched>"  # every unknown path counts under one label, so random URLs cannot flood the metrics
 
 
@@ -52,6 +53,12 @@ class ServingMetrics:
             "answered with the logged prediction id, not logged again", ["route"], registry=self.registry,
         )
 
+        self.denied = Counter(
+            "instrument_id_http_denied",
+            "Requests refused for their caller: no or an unknown key (401), a role too low (403), over a rate "
+            "limit (429); role 'none' for no valid key, 'open' without a key file", ["route", "role", "status"],
+            registry=self.registry,
+        )
         self.refused = Counter(
             "instrument_id_http_refused",
             "Requests a buffered worker answered before the app saw them: late (408), too large (413, 431), with a "
@@ -65,9 +72,12 @@ class ServingMetrics:
         """Count one request refused before the app (the worker's hook)."""
         self.refused.labels(str(status), reason).inc()
 
-    def observe(self, route: str, method: str, status: int, arm: str, model: str, seconds: float) -> None:
+    def observe(self, route: str, method: str, status: int, arm: str, model: str, seconds: float,
+                role: str = "none") -> None:
         """Count one answered request."""
         self.requests.labels(route, method, str(status), arm, model).inc()
+        if status in DENIED_STATUSES:
+            self.denied.labels(route, role, str(status)).inc()
         if status >= 400:
             self.errors.labels(route, str(status), arm).inc()
         self.latency.labels(route, arm, model).observe(seconds)
@@ -126,11 +136,13 @@ def install_request_hooks(app: Flask) -> None:
         seconds = time.perf_counter() - g.get("start", time.perf_counter())
         route = request.url_rule.rule if request.url_rule is not None else UNMATCHED_ROUTE
         arm, model = g.get("arm") or "none", g.get("model") or "none"
-        app.extensions["instrument_id"].metrics.observe(route, request.method, response.status_code, arm, model, seconds)
+        app.extensions["instrument_id"].metrics.observe(route, request.method, response.status_code, arm, model, seconds,
+                                                        g.get("role") or "none")
         if LOGGER.isEnabledFor(logging.INFO):
             LOGGER.info(json.dumps({
                 "event": "request", "route": route, "method": request.method, "status": response.status_code,
                 "latency_ms": round(1e3 * seconds, 3), "arm": g.get("arm"), "model": g.get("model"),
                 "prediction_id": g.get("prediction_id"), "request_bytes": request.content_length,
+                "client": g.get("client"), "role": g.get("role"),
             }))
         return response

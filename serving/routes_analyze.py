@@ -29,6 +29,7 @@ from instrument_id.errors import InstrumentIdError
 from instrument_id.params import ANALYSIS_HOP_SECONDS
 from instrument_id.timeline import Timeline, WaveformEnvelope, analyze_signal, open_audio_blocks
 from model_zoo.model import clip_scores
+from serving.auth import charge_audio
 from serving.config import ServingConfig
 from serving.decode import ACCEPTED, MAX_CHANNELS, MAX_RATE_HZ, MIN_RATE_HZ, decode_pcm_json, read_json_body
 from serving.errors import ApiError
@@ -159,6 +160,7 @@ def analyze():
     g.arm, g.model = arm, model.name
     with contextlib.ExitStack() as resources:
         recording = open_recording(current.config, resources)
+        charge_audio(recording.seconds)  # from the header: over the budget, nothing is decoded
         upload_ms = elapsed_ms()
         envelope = WaveformEnvelope(recording.rate_hz, max_columns=ENVELOPE_COLUMNS) if plot else None
         timeline = run_timeline(model, recording, hop_seconds, envelope)

@@ -16,6 +16,7 @@ from flask import Blueprint, current_app, g, jsonify, request
 from instrument_id.instruments import INSTRUMENTS, NAME_TO_INDEX, column_names
 from model_zoo import ClipPrediction
 from serving.ab import ab_report
+from serving.auth import charge_audio
 from serving.decode import check_json_object, decode_request, read_json_body
 from serving.errors import ApiError
 from serving.idempotency import KeyedRequest, idempotency_key, keyed_request
@@ -114,6 +115,7 @@ def predict_request(route: str, model_name: str | None, arm_name: str | None, an
     model, arm = choose_model(current, model_name, arm_name, key)
     g.arm, g.model = arm, model.name
     analysis = ClipAnalysis(decode_request(request, current.config.max_analyze_bytes, any_file_field))
+    charge_audio(analysis.clip.seconds)
     keyed = keyed_request(current, key, route, (model_name, arm_name), analysis.clip)
     result = model.predict(analysis)
     record = make_record(model, result, analysis, route, arm, elapsed_ms(), keyed)
@@ -146,6 +148,7 @@ def compare():
     current = state()
     key = idempotency_key(request.headers)
     analysis = ClipAnalysis(decode_request(request, current.config.max_analyze_bytes))
+    charge_audio(analysis.clip.seconds)
     keyed = keyed_request(current, key, "/v2/compare", (), analysis.clip)
     group = keyed.compare_group() if keyed else uuid.uuid4().hex
     scored = [(model, model.predict(analysis)) for model in current.models.values()]

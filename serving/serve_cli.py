@@ -42,6 +42,10 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
                              "SIGHUP; overrides the config's api_keys. Without one the service is open to all callers")
     parser.add_argument("--allow-world-readable-keys", action="store_true",
                         help="accept a key file that every user of the machine can read")
+    parser.add_argument("--rate-limit-storage",
+                        help="where the per-client rate limits count (overrides the config's rate_limit_storage): "
+                             "memory:// (default: each worker process its own counters), or redis://HOST:6379 "
+                             "(memcached://HOST:11211) for all workers and replicas to share")
     parser.add_argument("--insecure-open", action="store_true",
                         help="serve without keys on an address other than loopback: anyone who reaches the port may "
                              "predict, give feedback and read the report and metrics (warned on every start)")
@@ -206,12 +210,16 @@ def run(args: argparse.Namespace) -> int:
         from serving.app import create_app
         from serving.config import load_config
         from serving.models import use_one_blas_thread
+        from serving.rate_limits import check_storage_uri
 
         _log_to_stderr()
         config = load_config(args.config)
         if args.api_keys is not None or args.allow_world_readable_keys:
             config = dataclasses.replace(config, api_keys=args.api_keys or config.api_keys,
                                          allow_world_readable_keys=args.allow_world_readable_keys)
+        if args.rate_limit_storage is not None:
+            config = dataclasses.replace(config, rate_limit_storage=check_storage_uri(args.rate_limit_storage,
+                                                                                      "--rate-limit-storage"))
         if config.api_keys is None and not is_loopback(args.host) and not args.insecure_open:
             raise InstrumentIdError(f"--host {args.host} without keys would let anyone on the network use the service; "
                                     "give --api-keys FILE (instrument-id keys add), or --insecure-open to accept that")
@@ -223,6 +231,11 @@ def run(args: argparse.Namespace) -> int:
         print(f"serving {loaded} on http://{args.host}:{args.port} ({server}); log {state.store.describe()}", flush=True)
         if state.keys is None:
             _warn_open(args.host)
+        if use_gunicorn and args.workers > 1 and not state.limiter.shared():
+            LOGGER.warning(json.dumps({"event": "rate_limits_per_worker", "warning":
+                                       f"rate limits count in each of the {args.workers} workers (memory://): a client "
+                                       "may reach up to that many times its limit; give --rate-limit-storage "
+                                       "redis://HOST:6379 to share them"}))
         if use_gunicorn:
             return _serve_gunicorn(app, args)
         signal.signal(signal.SIGHUP, lambda signum, frame: _reload_keys(app))

@@ -1,0 +1,138 @@
+"""Per-client rate limits: one budget of requests and one of seconds of audio, per role, through the `limits` library.
+
+The client is its key's name (or its address in open mode). Every request is counted before its route runs; a
+request's audio is counted once it is decoded (predict, compare; /v2/analyze from the file's header), before any
+feature or model work. Over either budget the answer is 429 JSON with Retry-After, and nothing is computed or logged.
+
+    rate_limit_storage = "memory://"                    # this process only; "redis://host:6379" (or memcached://)
+                                                        # for every gunicorn worker and every replica to share
+    [rate_limits.client]
+    requests = "20/second;600/minute"                   # `limits` notation: N per second|minute|hour|day, ';'-joined
+    audio_seconds = "1800/minute"
+    [rate_limits.admin]  ...                            # as client unless given
+    [rate_limits.open]   ...                            # open mode (no key file): none unless given
+
+The counters are `limits`' sliding-window counters (a weighted mix of the current and previous window: a bucket
+that refills smoothly, with no burst of twice the limit at a window's edge). With the default memory:// storage
+each gunicorn worker keeps its own counters, so a client may reach up to --workers times its limit; serve says so
+at start. Give a Redis URI to hold the limits across the workers and the replicas.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from instrument_id.errors import InstrumentIdError
+from serving.errors import ApiError
+
+DEFAULT_STORAGE = "memory://"
+BUDGETS = ("requests", "audio_seconds")
+LIMITED_ROLES = ("client", "admin", "open")
+DEFAULT_LIMITS = {
+    "client": {"requests": "20/second;600/minute", "audio_seconds": "1800/minute"},  # 30 s of audio per second
+    "admin": {"requests": "20/second;600/minute", "audio_seconds": "1800/minute"},
+    "open": {},  # open mode serves loopback (or a network its operator vouched for with --insecure-open)
+}
+
+
+@dataclass(frozen=True)
+class RoleLimits:
+    """One role's budgets in `limits` notation ('' for none)."""
+
+    requests: str = ""
+    audio_seconds: str = ""
+
+
+def _limit_text(where: str, value: Any) -> str:
+    """A `limits` string, checked by parsing it."""
+    from limits import parse_many
+
+    if not isinstance(value, str):
+        raise InstrumentIdError(f"{where}: expected a rate such as \"600/minute\" or \"20/second;600/minute\", got {value!r}")
+    try:
+        parse_many(value)
+    except ValueError:
+        raise InstrumentIdError(f"{where}: {value[:60]!r} is not a rate such as \"600/minute\" or "
+                                "\"20/second;600/minute\"") from None
+    return value
+
+
+def parse_rate_limits(data: Any, where: str) -> dict[str, RoleLimits]:
+    """The per-role budgets of a config's rate_limits table over the defaults; unknown roles or keys raise."""
+    data = {} if data is None else data
+    if not isinstance(data, dict):
+        raise InstrumentIdError(f"{where}: rate_limits must be a table of role -> {{requests, audio_seconds}}")
+    unknown = sorted(set(data) - set(LIMITED_ROLES))
+    if unknown:
+        raise InstrumentIdError(f"{where}: rate_limits.{unknown[0]}: unknown role (roles: {', '.join(LIMITED_ROLES)})")
+    result = {}
+    for role in LIMITED_ROLES:
+        entry = data.get(role, {})
+        if not isinstance(entry, dict) or set(entry) - set(BUDGETS):
+            raise InstrumentIdError(f"{where}: rate_limits.{role} takes only {', '.join(BUDGETS)}")
+        budgets = {**DEFAULT_LIMITS[role], **entry}
+        result[role] = RoleLimits(**{name: _limit_text(f"{where}: rate_limits.{role}.{name}", value)
+                                     for name, value in budgets.items()})
+    return result
+
+
+def check_storage_uri(uri: Any, where: str) -> str:
+    """A storage URI `limits` knows (memory://, redis://, rediss://, redis+unix://, memcached://, ...)."""
+    from limits.storage import storage_from_string
+
+    if not isinstance(uri, str) or "://" not in uri:
+        raise InstrumentIdError(f"{where}: rate_limit_storage must be a URI such as memory:// or redis://host:6379")
+    try:
+        storage_from_string(uri)  # checks the scheme and that its client library is installed; connects lazily
+    except Exception as exc:  # limits raises ConfigurationError, or ImportError-like errors, per scheme
+        raise InstrumentIdError(f"{where}: rate_limit_storage {uri.split('://')[0]}:// cannot be used ({exc})") from None
+    return uri
+
+
+class RateLimiter:
+    """The budgets of every role over one storage, opened per process (a fork must not share a connection)."""
+
+    def __init__(self, limits_by_role: dict[str, RoleLimits], storage_uri: str = DEFAULT_STORAGE) -> None:
+        from limits import parse_many
+
+        self.storage_uri = storage_uri
+        self._items = {(role, budget): parse_many(getattr(entry, budget)) if getattr(entry, budget) else []
+                       for role, entry in limits_by_role.items() for budget in BUDGETS}
+        self._strategy: tuple[int, Any] | None = None
+
+    def shared(self) -> bool:
+        """Whether the counters live outside this process (shared by workers and replicas)."""
+        return not self.storage_uri.startswith("memory://")
+
+    def _limiter(self) -> Any:
+        from limits.storage import storage_from_string
+        from limits.strategies import SlidingWindowCounterRateLimiter
+
+        if self._strategy is None or self._strategy[0] != os.getpid():
+            self._strategy = (os.getpid(), SlidingWindowCounterRateLimiter(storage_from_string(self.storage_uri)))
+        return self._strategy[1]
+
+    def charge(self, role: str, budget: str, identity: str, cost: int = 1) -> None:
+        """Take cost from each of the role's budgets for this client; 429 with Retry-After when one is spent."""
+        items = self._items.get((role, budget), [])
+        if not items or cost <= 0:
+            return
+        limiter = self._limiter()
+        try:  # a request larger than a whole budget takes all of it (it passes only when that budget is untouched)
+            spent = [item for item in items if not limiter.test(item, budget, identity, cost=min(cost, item.amount))]
+            if not spent:
+                spent = [item for item in items if not limiter.hit(item, budget, identity, cost=min(cost, item.amount))]
+            if not spent:
+                return
+            retry_s = max(limiter.get_window_stats(item, budget, identity).reset_time - time.time() for item in spent)
+        except (ConnectionError, OSError) as exc:
+            raise ApiError(503, f"the rate-limit store cannot be reached ({type(exc).__name__}); retry in a few seconds") from None
+        what = "requests" if budget == "requests" else "seconds of audio"
+        retry_after = max(1, math.ceil(retry_s))
+        spent_text = "; ".join(str(item).replace(" per ", f" {what} per ") for item in spent)
+        raise ApiError(429, f"over the {role} limit of {spent_text}; "
+                            f"retry in {retry_after} s", {"Retry-After": str(retry_after)})
