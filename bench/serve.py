@@ -29,6 +29,7 @@ from typing import Any, Iterator
 import soundfile as sf
 
 from bench.cli import report
+from bench.flood import flood_comparison, make_keys, print_flood
 from bench.serve_runs import WARMUP_SECONDS, load_runs, log_rows, slow_client_comparison
 from bench.signals import harmonic_clip
 from bench.wrk import POST_FILE_LUA, TIMEOUT_SECONDS, find_wrk
@@ -166,6 +167,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--levels", nargs="+", action=CommaSeparated, default=["1", "8", "32"],
                         help="concurrent connections, e.g. 1 8 32 or 1,8,32 (default 1 8 32)")
     parser.add_argument("--clip", type=Path, help="WAV file to POST (default: a generated 2 s clip of harmonic tones)")
+    parser.add_argument("--flood", type=int, default=0, metavar="N",
+                        help="instead of the load levels: one client (a client key) floods with N connections while a "
+                             "second sends --flood-steady-rate requests/s; the second's p50/p99 without and with the "
+                             "flood, and what the flood was answered (429 and Retry-After at its limit)")
+    parser.add_argument("--flood-steady-rate", type=float, default=10.0, metavar="R",
+                        help="requests per second of the steady client beside the flood (default 10, under the limit)")
     parser.add_argument("--slow-clients", type=int, default=0, metavar="N",
                         help="after the runs, the first route at the most clients twice more: without, then with N "
                              "slow connections open (half trickle a clip's body a byte a second, half stop part-way; "
@@ -191,6 +198,8 @@ def _check_args(args: argparse.Namespace) -> None:
     unknown = [name for name in args.model or [] if name not in served]
     if unknown:
         raise InstrumentIdError(f"--model {unknown[0]}: not served from {args.model_dir}; choose from {', '.join(served)}")
+    if args.flood < 0 or args.flood_steady_rate <= 0:
+        raise InstrumentIdError(f"--flood must be 0 or more and --flood-steady-rate positive, got {args.flood} and {args.flood_steady_rate}")
     if args.slow_clients < 0:
         raise InstrumentIdError(f"--slow-clients must be 0 or more, got {args.slow_clients}")
     if args.seconds < 1 or min(args.levels) < 1 or any(v is not None and v < 1 for v in (args.workers, args.threads)):
@@ -219,6 +228,12 @@ def measure(args: argparse.Namespace, work: Path) -> dict[str, Any]:
                    if value is not None for item in (flag, str(value))]
     ours = [sys.executable, "-m", "instrument_id.cli", "serve", "--host", "127.0.0.1", "--port", str(port),
             "--config", str(work / "serve.json"), *server_args]
+    if args.flood:
+        keys = make_keys(work / "keys.txt")
+        with running_server("our", [*ours, "--api-keys", str(work / "keys.txt")], port, work / "serve.log") as base_url:
+            flood = flood_comparison(base_url, routes[0], clip, lua, keys, args, log_db)
+        return {"clip_seconds": round(sf.info(clip).duration, 3), "server_args": " ".join(server_args) or "(serve's defaults)",
+                "cpu_count": os.cpu_count(), "flood": flood, "log_check": flood["log_check"]}
     with running_server("our", ours, port, work / "serve.log") as base_url:
         runs, warmups = load_runs("ours", base_url, routes, clip, lua, args, log_db)
         slow = (slow_client_comparison(base_url, routes[0], clip, lua, args, log_db, TARGETS["p99_ms_at_max_clients"])
@@ -254,7 +269,12 @@ def _ms(value: float | None) -> str:
 
 
 def print_report(figures: dict[str, Any]) -> None:
-    """The warm-up, the table of runs, the ratios against the targets, and the log check."""
+    """The warm-up, the table of runs, the ratios against the targets, and the log check (or the flood's figures)."""
+    if "flood" in figures:
+        print(f"{figures['clip_seconds']:.0f} s WAV clip; ours: instrument-id serve, {figures['server_args']}, "
+              f"{figures['cpu_count']} CPUs")
+        print_flood(figures["flood"])
+        return
     arms = ", ".join(f"{name} {arm['model']} {arm['weight']:g}" for name, arm in figures["ab_arms"].items())
     print(f"{figures['clip_seconds']:.0f} s WAV clip ({figures['clip_bytes']} bytes), {figures['seconds_per_level']} s per level; "
           f"ours: instrument-id serve, {figures['server_args']}, models {', '.join(figures['served_models'])} "

@@ -18,7 +18,7 @@ JSON_MARKER = "WRK_JSON "
 TIMEOUT_SECONDS = 5
 SOCKET_ERRORS = ("connect", "read", "write", "timeout")
 
-POST_FILE_LUA = r"""-- wrk script (instrument-id bench serve): POST one file; args: path, file, content type.
+POST_FILE_LUA = r"""-- wrk script (instrument-id bench serve): POST one file; args: path, file, content type[, API key].
 local threads = {}
 
 function setup(thread)
@@ -32,6 +32,9 @@ function init(args)
   wrk.body = file:read("*a")
   file:close()
   wrk.headers["Content-Type"] = args[3]
+  if args[4] and args[4] ~= "" then
+    wrk.headers["X-API-Key"] = args[4]
+  end
   prepared = wrk.format()
   sent = 0
   statuses = {}
@@ -140,11 +143,13 @@ def find_wrk() -> str:
 
 
 def run_wrk(base_url: str, route: str, body_file: Path, lua_file: Path, clients: int, seconds: int,
-            content_type: str = "audio/wav") -> tuple[WrkResult, str]:
-    """POST body_file to base_url + route from `clients` connections for `seconds`; (result, wrk's stdout)."""
+            content_type: str = "audio/wav", api_key: str | None = None) -> tuple[WrkResult, str]:
+    """POST body_file to base_url + route from `clients` connections for `seconds` (with X-API-Key when given);
+    (result, wrk's stdout)."""
     command = [
         find_wrk(), f"-t{min(clients, 2)}", f"-c{clients}", f"-d{seconds}s", "--timeout", f"{TIMEOUT_SECONDS}s",
         "--latency", "-s", str(lua_file), base_url, "--", route, str(body_file), content_type,
+        *([api_key] if api_key else []),
     ]
     try:
         # wrk stops itself after `seconds`; the margin covers its start and the in-flight answers it waits out

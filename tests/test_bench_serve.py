@@ -160,3 +160,21 @@ def test_bench_serve_names_a_missing_model_folder(tmp_path, capsys):
     (tmp_path / "mlp").mkdir()
     assert main(["bench", "serve", "--model-dir", str(tmp_path), "--seconds", "1"]) == 2
     assert str(tmp_path / "rf") in capsys.readouterr().err
+
+
+@needs_wrk
+def test_bench_serve_flood_holds_the_flooder_at_its_limit(tmp_path_factory, capsys):
+    """One client floods with 8 connections beside a steady one: the flood gets 429 (with Retry-After), the steady
+    client only 200s, and the log holds exactly the 200 answers of both (the 429s were never computed)."""
+    models_dir = served_folders(tmp_path_factory).mlp.parent
+    capsys.readouterr()
+    command = ["bench", "serve", "--model-dir", str(models_dir), "--seconds", "3", "--workers", "2", "--flood", "8",
+               "--flood-steady-rate", "5", "--json"]
+    assert main(command) == 0
+    flood = json.loads(capsys.readouterr().out)["flood"]
+    assert flood["flood_connections"] == 8 and flood["route"] == "/v2/predict?model=ab"
+    assert flood["flood"]["statuses"].get("429", 0) > 0 and flood["met"]["flood_held_with_429"]
+    assert flood["flooder_probe_after"]["status"] == 429 and int(flood["flooder_probe_after"]["retry_after"]) >= 1
+    assert flood["steady_alone"]["statuses"] == {"200": 15} and flood["steady_beside_flood"]["statuses"] == {"200": 15}
+    assert 0 < flood["steady_alone"]["latency_p50_ms"] <= flood["steady_alone"]["latency_p99_ms"]
+    assert flood["p99_beside_vs_alone_ratio"] > 0 and flood["log_check"]["passed"]
