@@ -13,9 +13,13 @@ class ApiError extends Error {
   }
 }
 
-// fetch + JSON; a non-2xx answer throws ApiError with the server's {"error": "..."} message
+const KEY_STORAGE = "instrument-id-api-key"; // sessionStorage: gone when the tab closes, never sent elsewhere
+
+// fetch + JSON (with the API key, when one was given); a non-2xx answer throws ApiError with the server's message
 async function api(path, options = {}) {
   let response;
+  const key = sessionStorage.getItem(KEY_STORAGE);
+  if (key) options = { ...options, headers: { ...(options.headers || {}), "X-API-Key": key } };
   try {
     response = await fetch(path, options);
   } catch (error) {
@@ -70,8 +74,27 @@ async function loadModels() {
     $("timeline-model").append(...options);
   } catch (error) {
     $("models-line").textContent = "";
-    showError("Loading the models", error);
+    if (error.status === 401) {
+      $("models-line").textContent = "This server needs an API key: enter it above.";
+    } else if (error.status === 403) {
+      $("models-line").textContent = "Your key may predict; the list of models needs an admin key.";
+    } else {
+      showError("Loading the models", error);
+    }
   }
+}
+
+function setUpKey() {
+  const input = $("api-key");
+  input.value = sessionStorage.getItem(KEY_STORAGE) || "";
+  input.addEventListener("change", () => {
+    const key = input.value.trim();
+    if (key) sessionStorage.setItem(KEY_STORAGE, key);
+    else sessionStorage.removeItem(KEY_STORAGE);
+    $("error").hidden = true;
+    $("timeline-model").replaceChildren($("timeline-model").firstElementChild || "");
+    loadModels();
+  });
 }
 
 // one bar per instrument: label, probability bar with the decision threshold marked, value, present or not
@@ -287,6 +310,7 @@ function stopRecording() {
 }
 
 function setUp() {
+  setUpKey();
   loadModels();
   $("file-input").addEventListener("change", (event) => useFile(event.target.files[0]));
   const zone = $("drop-zone");
