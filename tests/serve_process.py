@@ -79,8 +79,8 @@ class Server:
     def log_tail(self) -> str:
         return self.stderr_path.read_text()[-3000:]
 
-    def metrics(self) -> str:
-        status, text = call(f"{self.base}/metrics")
+    def metrics(self, headers: dict | None = None) -> str:
+        status, text = call(f"{self.base}/metrics", headers=headers)
         assert status == 200
         return text
 

@@ -17,6 +17,7 @@ import pytest
 pytest.importorskip("gunicorn")
 pytest.importorskip("ai_edge_litert.interpreter")
 
+from serving.keys import add_key  # noqa: E402
 from serve_process import call, call_retrying, metric_total, running_serve, worker_pids  # noqa: E402
 from serving_fixture import app_config, encode, folders, music_clip, needs_training  # noqa: E402,F401 (fixtures)
 
@@ -45,16 +46,24 @@ def wait_until(condition, timeout_s: float = 60.0, what: str = "condition") -> N
         time.sleep(0.05)
 
 
-def test_sigkilled_workers_are_replaced_and_the_log_holds_exactly_the_answered_predictions(folders, clips, tmp_path, capsys):
+@pytest.mark.parametrize("keys_on", [False, True], ids=["open", "keys"])
+def test_sigkilled_workers_are_replaced_and_the_log_holds_exactly_the_answered_predictions(folders, clips, tmp_path, capsys,
+                                                                                         keys_on):
     """Eight clients send 240 predictions, each with an Idempotency-Key of its own that every retry repeats; one
     worker, later both at once, are SIGKILLed while requests are in flight. The master starts new ones, every
     client gets its answer by retrying, and the log holds exactly the answered prediction ids: none missing (the
     row is committed before the answer leaves) and none extra (a worker that died between its commit and its
     answer left a row under the key's id, which the retry answers instead of logging a second one)."""
     config_path = tmp_path / "serve.json"
-    config_path.write_text(json.dumps(app_config(folders, tmp_path / "log.sqlite")))
+    unlimited = {"client": {"requests": "100000/minute", "audio_seconds": "100000/minute"}}
+    config_path.write_text(json.dumps(app_config(folders, tmp_path / "log.sqlite", rate_limits=unlimited)))
     jobs = 240
-    with running_serve(config_path, tmp_path, workers=2) as server:
+    keys_path, client_keys, admin = tmp_path / "keys.txt", [], {}
+    if keys_on:  # four clients and an admin; each request carries its client's key instead of X-Client-Id
+        client_keys = [add_key(keys_path, "client", f"c{n}") for n in range(4)]
+        admin = {"X-API-Key": add_key(keys_path, "admin", "ops")}
+    extra_args = ("--api-keys", str(keys_path)) if keys_on else ()
+    with running_serve(config_path, tmp_path, workers=2, extra_args=extra_args) as server:
         master = server.process.pid
         # serve is ready once one worker answers; the master may still be forking the second
         wait_until(lambda: len(worker_pids(master)) == 2, what="both workers started")
@@ -63,6 +72,8 @@ def test_sigkilled_workers_are_replaced_and_the_log_holds_exactly_the_answered_p
 
         def one(i: int) -> tuple[int, dict, int]:
             headers = {"Content-Type": "audio/wav", "X-Client-Id": f"c{i % 40}", "Idempotency-Key": str(uuid.uuid4())}
+            if keys_on:
+                headers["Authorization"] = f"Bearer {client_keys[i % 4]}"
             status, body, failures = call_retrying(f"{server.base}/v2/predict", clips[i % 3], headers)
             answered_count.release()
             return status, body, failures
@@ -86,8 +97,8 @@ def test_sigkilled_workers_are_replaced_and_the_log_holds_exactly_the_answered_p
         assert [status for status, _, _ in results] == [200] * jobs
         answered = {body["prediction_id"] for _, body, _ in results}
         logged = logged_ids(tmp_path / "log.sqlite")
-        assert metric_total(server.metrics(), UNLOGGED) == 0
-        replayed = metric_total(server.metrics(), REPLAYED)  # retries whose row a killed worker had committed
+        assert metric_total(server.metrics(admin), UNLOGGED) == 0
+        replayed = metric_total(server.metrics(admin), REPLAYED)  # retries whose row a killed worker had committed
     retried = sum(failures for _, _, failures in results)
     with capsys.disabled():
         print(f"\nSIGKILL of {len(killed)} workers: {len(answered)} answered, {len(logged)} logged, "
