@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
-SYSTEM_PACKAGES="libfluidsynth3 fluid-soundfont-gm musescore-general-soundfont csound-soundfont timidity freepats wrk chromium postgresql"
+SYSTEM_PACKAGES="libfluidsynth3 fluid-soundfont-gm musescore-general-soundfont csound-soundfont timidity freepats wrk chromium postgresql redis-server"
 
 if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
   missing=$(for p in $SYSTEM_PACKAGES; do dpkg -s "$p" >/dev/null 2>&1 || echo "$p"; done)

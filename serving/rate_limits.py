@@ -15,7 +15,9 @@ feature or model work. Over either budget the answer is 429 JSON with Retry-Afte
 The counters are `limits`' sliding-window counters (a weighted mix of the current and previous window: a bucket
 that refills smoothly, with no burst of twice the limit at a window's edge). With the default memory:// storage
 each gunicorn worker keeps its own counters, so a client may reach up to --workers times its limit; serve says so
-at start. Give a Redis URI to hold the limits across the workers and the replicas.
+at start (`limits` has no storage that processes share without a server). Give a Redis URI to hold the limits
+across the workers and the replicas: every process then counts in the same Redis keys, atomically (Lua scripts).
+A store that cannot be reached within STORE_TIMEOUT_SECONDS answers 503 with Retry-After, never a 500 or a hang.
 """
 
 from __future__ import annotations
@@ -30,6 +32,9 @@ from instrument_id.errors import InstrumentIdError
 from serving.errors import ApiError
 
 DEFAULT_STORAGE = "memory://"
+REDIS_SCHEMES = ("redis://", "rediss://", "redis+unix://", "valkey://", "valkeys://", "valkey+unix://")
+STORE_TIMEOUT_SECONDS = 2.0  # connecting to and each answer of a Redis store; past it the request gets a 503
+STORE_RETRY_AFTER_SECONDS = 5
 BUDGETS = ("requests", "audio_seconds")
 LIMITED_ROLES = ("client", "admin", "open")
 DEFAULT_LIMITS = {
@@ -80,14 +85,23 @@ def parse_rate_limits(data: Any, where: str) -> dict[str, RoleLimits]:
     return result
 
 
-def check_storage_uri(uri: Any, where: str) -> str:
-    """A storage URI `limits` knows (memory://, redis://, rediss://, redis+unix://, memcached://, ...)."""
+def open_storage(uri: str) -> Any:
+    """`limits`' storage for a URI, raising limits.errors.StorageError for any failure of the store; Redis connects
+    lazily, with STORE_TIMEOUT_SECONDS to connect and to answer."""
     from limits.storage import storage_from_string
 
+    options: dict[str, Any] = {"wrap_exceptions": True}
+    if uri.startswith(REDIS_SCHEMES):
+        options.update(socket_timeout=STORE_TIMEOUT_SECONDS, socket_connect_timeout=STORE_TIMEOUT_SECONDS)
+    return storage_from_string(uri, **options)
+
+
+def check_storage_uri(uri: Any, where: str) -> str:
+    """A storage URI `limits` knows (memory://, redis://, rediss://, redis+unix://, memcached://, ...)."""
     if not isinstance(uri, str) or "://" not in uri:
         raise InstrumentIdError(f"{where}: rate_limit_storage must be a URI such as memory:// or redis://host:6379")
     try:
-        storage_from_string(uri)  # checks the scheme and that its client library is installed; connects lazily
+        open_storage(uri)  # checks the scheme and that its client library is installed; connects lazily
     except Exception as exc:  # limits raises ConfigurationError, or ImportError-like errors, per scheme
         raise InstrumentIdError(f"{where}: rate_limit_storage {uri.split('://')[0]}:// cannot be used ({exc})") from None
     return uri
@@ -108,12 +122,15 @@ class RateLimiter:
         """Whether the counters live outside this process (shared by workers and replicas)."""
         return not self.storage_uri.startswith("memory://")
 
+    def reachable(self) -> bool:
+        """Whether the store answers now (a throwaway connection: the workers open their own after the fork)."""
+        return not self.shared() or bool(open_storage(self.storage_uri).check())
+
     def _limiter(self) -> Any:
-        from limits.storage import storage_from_string
         from limits.strategies import SlidingWindowCounterRateLimiter
 
         if self._strategy is None or self._strategy[0] != os.getpid():
-            self._strategy = (os.getpid(), SlidingWindowCounterRateLimiter(storage_from_string(self.storage_uri)))
+            self._strategy = (os.getpid(), SlidingWindowCounterRateLimiter(open_storage(self.storage_uri)))
         return self._strategy[1]
 
     def charge(self, role: str, budget: str, identity: str, cost: int = 1) -> None:
@@ -121,6 +138,8 @@ class RateLimiter:
         items = self._items.get((role, budget), [])
         if not items or cost <= 0:
             return
+        from limits.errors import StorageError
+
         limiter = self._limiter()
         try:  # a request larger than a whole budget takes all of it (it passes only when that budget is untouched)
             spent = [item for item in items if not limiter.test(item, budget, identity, cost=min(cost, item.amount))]
@@ -129,8 +148,10 @@ class RateLimiter:
             if not spent:
                 return
             retry_s = max(limiter.get_window_stats(item, budget, identity).reset_time - time.time() for item in spent)
-        except (ConnectionError, OSError) as exc:
-            raise ApiError(503, f"the rate-limit store cannot be reached ({type(exc).__name__}); retry in a few seconds") from None
+        except (StorageError, ConnectionError, OSError) as exc:
+            cause = type(getattr(exc, "storage_error", exc)).__name__
+            raise ApiError(503, f"the rate-limit store cannot be reached ({cause}); retry in a few seconds",
+                           {"Retry-After": str(STORE_RETRY_AFTER_SECONDS)}) from None
         what = "requests" if budget == "requests" else "seconds of audio"
         retry_after = max(1, math.ceil(retry_s))
         spent_text = "; ".join(str(item).replace(" per ", f" {what} per ") for item in spent)

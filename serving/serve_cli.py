@@ -236,6 +236,10 @@ def run(args: argparse.Namespace) -> int:
                                        f"rate limits count in each of the {args.workers} workers (memory://): a client "
                                        "may reach up to that many times its limit; give --rate-limit-storage "
                                        "redis://HOST:6379 to share them"}))
+        if state.limiter.shared() and not state.limiter.reachable():
+            LOGGER.warning(json.dumps({"event": "rate_limit_store_unreachable", "warning":
+                                       f"the rate-limit store {state.limiter.storage_uri.split('://')[0]}:// does not "
+                                       "answer: limited routes answer 503 until it does"}))
         if use_gunicorn:
             return _serve_gunicorn(app, args)
         signal.signal(signal.SIGHUP, lambda signum, frame: _reload_keys(app))
