@@ -1,7 +1,8 @@
 """Property-based tests of the HTTP service: 1000 malformed or random requests, and schemathesis over the OpenAPI.
 
 Every answer must be a well-formed JSON body with a 2xx or 4xx status, and the server must still answer a good
-clip afterwards; the OpenAPI document must validate and the API must conform to it.
+clip afterwards; the OpenAPI document must validate and the API must conform to it. The bad requests run in open
+mode and with keys on (each request carrying a valid, missing, unknown or junk key: tests/fuzz_keys.py).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from schemathesis.specs.openapi.checks import (  # noqa: E402
     status_code_conformance,
 )
 
+from fuzz_keys import MODES, credentials, keyed_overrides, valid_key_headers  # noqa: E402
 from serving.app import create_app  # noqa: E402
 from serving_fixture import app_config, encode, folders, music_clip, needs_training, pcm_json  # noqa: E402,F401 (fixtures)
 
@@ -73,8 +75,8 @@ json_values = st.recursive(
 
 
 @st.composite
-def bad_requests(draw, real_files):
-    """(method, path, headers, body) of a malformed or random request."""
+def bad_requests(draw, real_files, auth=st.just({})):
+    """(method, path, headers, body) of a malformed or random request, with the credentials auth draws."""
     kind = draw(st.sampled_from(["random bytes", "truncated file", "json fields", "nan pcm", "huge sizes", "random route"]))
     path = draw(st.sampled_from(["/v2/predict", "/v2/compare", "/v2/analyze", "/RNA"]))
     query = draw(st.dictionaries(st.sampled_from(["model", "arm", "hop", "plot", "x"]), st.text(max_size=12), max_size=2))
@@ -83,6 +85,7 @@ def bad_requests(draw, real_files):
     headers = {"Content-Type": draw(st.sampled_from(CONTENT_TYPES))}
     if draw(st.booleans()):
         headers["X-Client-Id"] = draw(st.text(st.characters(min_codepoint=32, max_codepoint=255), max_size=30))
+    headers.update(draw(auth))
     method = "POST"
     if kind == "random bytes":
         body = draw(st.binary(max_size=2048))
@@ -109,15 +112,18 @@ def bad_requests(draw, real_files):
     return method, path, headers, body
 
 
-def test_a_thousand_bad_requests_get_json_2xx_or_4xx_and_the_server_survives(folders, tmp_path, real_files, caplog):
+@pytest.mark.parametrize("mode", MODES)
+def test_a_thousand_bad_requests_get_json_2xx_or_4xx_and_the_server_survives(folders, tmp_path, real_files, caplog, mode):
     caplog.set_level(logging.WARNING, logger="instrument_id.serving")
-    app = create_app(app_config(folders, tmp_path / "log.sqlite", max_upload_bytes=1_000_000, max_analyze_bytes=2_000_000))
+    overrides, keys = keyed_overrides(tmp_path, mode)
+    app = create_app(app_config(folders, tmp_path / "log.sqlite", max_upload_bytes=1_000_000, max_analyze_bytes=2_000_000,
+                                **overrides))
     client = app.test_client()
     statuses = []
 
     @settings(max_examples=1000, deadline=None, database=None,
               suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
-    @given(request=bad_requests(real_files))
+    @given(request=bad_requests(real_files, credentials(keys)))
     def one_request(request):
         method, path, headers, body = request
         response = client.open(path, method=method, headers=headers, data=body)
@@ -140,7 +146,9 @@ def test_a_thousand_bad_requests_get_json_2xx_or_4xx_and_the_server_survives(fol
     assert len(statuses) >= 1000
     assert sum(400 <= s < 500 for s in statuses) > 500  # mostly refused, as bad input should be
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]  # no unexpected exception was logged
-    good = client.post("/v2/predict", data=real_files[0], content_type="audio/wav")
+    if keys:  # requests without a valid key were refused, and requests with one reached the routes
+        assert 401 in statuses and statuses.count(200) > 10
+    good = client.post("/v2/predict", data=real_files[0], content_type="audio/wav", headers=valid_key_headers(keys))
     assert good.status_code == 200 and len(good.get_json()["results"]) == 11
 
 

@@ -5,6 +5,9 @@ envelope cut) or base64 PCM in JSON, to every audio route of the app.
 
 Every answer must be 200 with 11 results or a 4xx JSON body whose message is one of the known, actionable ones;
 never a 5xx, never an unexpected exception in the log. Each test prints a summary line (cases, statuses).
+Each test runs in open mode and with keys on (each request carrying a valid, missing, unknown or junk key, every
+one counted and charged its audio by the real limiter); the keyed run takes a quarter of the examples, since the
+decoders behind the key check are the same.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import logging
 import math
 import re
 import struct
+from dataclasses import dataclass
 
 import pytest
 
@@ -25,6 +29,7 @@ pytest.importorskip("ai_edge_litert.interpreter")
 from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
+from fuzz_keys import KEY_ERRORS, MODES, credentials, keyed_overrides  # noqa: E402
 from fuzz_mutations import (  # noqa: E402
     CONTENT_TYPES, Field, header_fields, fix_ogg_crcs, put_float_samples, set_field, wav_data_span, writable_formats,
 )
@@ -32,7 +37,7 @@ from serving.app import create_app  # noqa: E402
 from serving_fixture import app_config, needs_training, served_folders  # noqa: E402
 
 pytestmark = needs_training
-EXAMPLES_PER_FORMAT = 1000
+EXAMPLES_PER_FORMAT = {"open": 1000, "keys": 250}
 ROUTES = ["/v2/predict", "/v2/predict?model=rf", "/v2/compare", "/v2/analyze", "/v2/analyze?hop=0.25&model=rf", "/RNA"]
 DELIVERIES = ["raw", "raw as octet-stream", "raw as another audio type", "multipart", "multipart, envelope cut",
               "multipart, wrong field name"]
@@ -58,15 +63,27 @@ KNOWN_ERRORS = [re.compile(p) for p in (
     r"'format' must be one of",
     r"'(sample_rate|channels)' must be an integer",
     r"unsupported Content-Type",
+    *KEY_ERRORS,
 )]
 
 
-@pytest.fixture(scope="module")
-def client(tmp_path_factory):
+@dataclass(frozen=True)
+class Service:
+    """The app's test client in one mode, its keys ({} when open) and how many cases each test sends."""
+
+    client: object
+    keys: dict[str, str]
+    examples: int
+
+
+@pytest.fixture(scope="module", params=MODES)
+def service(tmp_path_factory, request) -> Service:
     folders = served_folders(tmp_path_factory)
-    config = app_config(folders, tmp_path_factory.mktemp("fuzz_files") / "log.sqlite", max_upload_bytes=1_000_000,
-                        max_analyze_bytes=2_000_000, max_analyze_upload_bytes=1_000_000, max_analyze_seconds=600)
-    return create_app(config).test_client()
+    work = tmp_path_factory.mktemp(f"fuzz_files_{request.param}")
+    overrides, keys = keyed_overrides(work, request.param)
+    config = app_config(folders, work / "log.sqlite", max_upload_bytes=1_000_000, max_analyze_bytes=2_000_000,
+                        max_analyze_upload_bytes=1_000_000, max_analyze_seconds=600, **overrides)
+    return Service(create_app(config).test_client(), keys, EXAMPLES_PER_FORMAT[request.param])
 
 
 @pytest.fixture(scope="module")
@@ -121,11 +138,11 @@ def damaged_file(draw, name: str, pristine: bytes) -> tuple[list[str], bytes]:
 
 
 @st.composite
-def file_case(draw, name: str, files: dict[str, bytes]) -> "Case":
-    """A damaged file of format `name`, sent one of the DELIVERIES ways to one of the ROUTES."""
+def file_case(draw, name: str, files: dict[str, bytes], keys: dict[str, str]) -> "Case":
+    """A damaged file of format `name`, sent one of the DELIVERIES ways to one of the ROUTES with some credentials."""
     damage, data = draw(damaged_file(name, files[name]))
     how, body, content_type = draw(delivery(name, data))
-    return Case((name, *damage, how), draw(st.sampled_from(ROUTES)), body, content_type)
+    return Case((name, *damage, how), draw(st.sampled_from(ROUTES)), body, content_type, draw(credentials(keys)))
 
 
 def _multipart(data: bytes, field_name: str, cut_to: int | None) -> tuple[bytes, str]:
@@ -155,11 +172,18 @@ def delivery(draw, name: str, data: bytes) -> tuple[str, bytes, str]:
 class Case:
     """One request; its repr names what was done, not the bytes (hypothesis prints it on a failure)."""
 
-    def __init__(self, what: tuple[str, ...], route: str, body: bytes, content_type: str) -> None:
+    def __init__(self, what: tuple[str, ...], route: str, body: bytes, content_type: str,
+                 headers: dict[str, str] | None = None) -> None:
         self.what, self.route, self.body, self.content_type = what, route, body, content_type
+        self.headers = headers or {}  # the credentials (a key is test data: shown on a failure, never logged)
 
     def __repr__(self) -> str:
-        return f"<POST {self.route} {self.content_type} ({len(self.body)} bytes): {'; '.join(self.what)}>"
+        auth = f" with {', '.join(self.headers)}" if self.headers else ""
+        return f"<POST {self.route} {self.content_type} ({len(self.body)} bytes){auth}: {'; '.join(self.what)}>"
+
+    def send(self, client):
+        """The app's answer to this case."""
+        return client.post(self.route, data=self.body, content_type=self.content_type, headers=self.headers)
 
 
 def answered_all_instruments(route: str, answer) -> bool:
@@ -192,34 +216,42 @@ def _report(capsys, what: str, statuses: collections.Counter) -> None:
         print(f"\nfuzz {what}: {total} cases, {errors_5xx} answered 5xx, statuses {dict(sorted(statuses.items()))}")
 
 
-FUZZ_SETTINGS = settings(max_examples=EXAMPLES_PER_FORMAT, deadline=None, database=None, derandomize=True,
-                         suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+def fuzz_settings(examples: int) -> settings:
+    """Hypothesis settings of one fuzz run: derandomized, so a run repeats exactly."""
+    return settings(max_examples=examples, deadline=None, database=None, derandomize=True,
+                    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+
+
+def check_run(service: Service, statuses: collections.Counter, caplog) -> None:
+    """Both outcomes reached, every case sent, no error logged; with keys, keyless cases were refused."""
+    assert sum(statuses.values()) >= service.examples
+    assert statuses[200] > 0 and sum(n for s, n in statuses.items() if 400 <= s < 500) > 0  # both paths were reached
+    assert not service.keys or statuses[401] > 0
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
 
 
 @pytest.mark.parametrize("name", ["wav_pcm16", "wav_float32", "flac", "ogg_vorbis", "ogg_opus", "mp3"])
-def test_damaged_files_of_every_format_get_200_or_a_named_4xx(client, files, name, caplog, capsys):
+def test_damaged_files_of_every_format_get_200_or_a_named_4xx(service, files, name, caplog, capsys):
     if name not in files:
         pytest.skip(f"this libsndfile cannot write {name}")
     caplog.set_level(logging.WARNING, logger="instrument_id.serving")
     statuses = collections.Counter()
 
-    @FUZZ_SETTINGS
-    @given(case=file_case(name, files))
+    @fuzz_settings(service.examples)
+    @given(case=file_case(name, files, service.keys))
     def one_request(case):
-        check_answer(client.post(case.route, data=case.body, content_type=case.content_type), statuses, case)
+        check_answer(case.send(service.client), statuses, case)
 
     one_request()
     _report(capsys, name, statuses)
-    assert sum(statuses.values()) >= EXAMPLES_PER_FORMAT
-    assert statuses[200] > 0 and sum(n for s, n in statuses.items() if 400 <= s < 500) > 0  # both paths were reached
-    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+    check_run(service, statuses, caplog)
 
 
 LIES = ("format", "sample_rate", "channels", "base64", "non-finite samples")
 
 
 @st.composite
-def json_case(draw, files: dict[str, bytes]) -> Case:
+def json_case(draw, files: dict[str, bytes], keys: dict[str, str]) -> Case:
     """The sample data of a real WAV, cut anywhere, as base64 PCM that lies about none, one or two of LIES."""
     fmt = draw(st.sampled_from(["s16le", "f32le"]))
     pristine = files["wav_pcm16" if fmt == "s16le" else "wav_float32"]
@@ -241,21 +273,20 @@ def json_case(draw, files: dict[str, bytes]) -> Case:
         "channels": draw(st.sampled_from([1, 0, -1, 3, 64, 65, 2**16]) | st.integers(-4, 100)) if "channels" in lies else 2,
     }
     what = (f"{len(raw)} {fmt} bytes", *lies, *(f"{key}={payload[key]!r}" for key in ("format", "sample_rate", "channels")))
-    return Case(what, draw(st.sampled_from(ROUTES)), json.dumps(payload).encode(), "application/json")
+    return Case(what, draw(st.sampled_from(ROUTES)), json.dumps(payload).encode(), "application/json",
+                draw(credentials(keys)))
 
 
-def test_json_pcm_from_damaged_wav_data_gets_200_or_a_named_4xx(client, files, caplog, capsys):
+def test_json_pcm_from_damaged_wav_data_gets_200_or_a_named_4xx(service, files, caplog, capsys):
     """The sample data of real WAVs as base64 PCM, with absurd rates, channel counts, formats and damaged base64."""
     caplog.set_level(logging.WARNING, logger="instrument_id.serving")
     statuses = collections.Counter()
 
-    @FUZZ_SETTINGS
-    @given(case=json_case(files))
+    @fuzz_settings(service.examples)
+    @given(case=json_case(files, service.keys))
     def one_request(case):
-        check_answer(client.post(case.route, data=case.body, content_type=case.content_type), statuses, case)
+        check_answer(case.send(service.client), statuses, case)
 
     one_request()
     _report(capsys, "json pcm", statuses)
-    assert sum(statuses.values()) >= EXAMPLES_PER_FORMAT
-    assert statuses[200] > 0 and sum(n for s, n in statuses.items() if 400 <= s < 500) > 0
-    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+    check_run(service, statuses, caplog)

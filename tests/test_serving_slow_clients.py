@@ -2,7 +2,8 @@
 byte a second or stop part-way, while normal clients keep getting answers; the slow ones are answered 408 once
 their read deadline passes. Also through the real server: chunked and Expect: 100-continue uploads, and a body
 refused from its Content-Length alone, or headers past their limit. Every refusal is counted in /metrics by status
-and reason.
+and reason. The uploads run in open mode and with keys on (every request carrying a client key, counted by the
+rate limiter; /metrics read with an admin key); the refusals before the app, where no key is read, in open mode.
 """
 
 from __future__ import annotations
@@ -12,13 +13,15 @@ import http.client
 import json
 import socket
 import threading
+from dataclasses import dataclass
 
 import pytest
 
 pytest.importorskip("gunicorn")
 pytest.importorskip("ai_edge_litert.interpreter")
 
-from serve_process import call, metric_total, running_serve  # noqa: E402
+from serve_process import Server, call, metric_total, running_serve  # noqa: E402
+from serving.keys import add_key  # noqa: E402
 from serving_fixture import app_config, encode, music_clip, needs_training, served_folders  # noqa: E402
 
 pytestmark = needs_training
@@ -26,16 +29,45 @@ READ_TIMEOUT_SECONDS = 8  # long enough that the normal requests below finish wh
 SLOW_CONNECTIONS = 64
 NORMAL_REQUESTS = 48
 REFUSED = "instrument_id_http_refused_total"
+UNREACHED_LIMITS = {role: {"requests": "100000/minute", "audio_seconds": "10000000/minute"} for role in ("client", "admin")}
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
+@dataclass(frozen=True)
+class Served:
+    """A running server and the headers its requests carry: a client key and an admin key ({} in open mode)."""
+
+    running: Server
+    client: dict[str, str]
+    admin: dict[str, str]
+
+    @property
+    def port(self) -> int:
+        return self.running.port
+
+    @property
+    def base(self) -> str:
+        return self.running.base
+
+    def key_line(self) -> str:
+        """The client key as a raw header line ('' in open mode)."""
+        return "".join(f"{name}: {value}\r\n" for name, value in self.client.items())
+
+
+@pytest.fixture(scope="module", params=["open", "keys"])
+def server(tmp_path_factory, request):
     folders = served_folders(tmp_path_factory)
-    work = tmp_path_factory.mktemp("slow_clients")
+    work = tmp_path_factory.mktemp(f"slow_clients_{request.param}")
     config_path = work / "serve.json"
-    config_path.write_text(json.dumps(app_config(folders, work / "log.sqlite", max_upload_bytes=2_000_000)))
-    with running_serve(config_path, work, extra_args=("--read-timeout", str(READ_TIMEOUT_SECONDS))) as running:
-        yield running
+    config_path.write_text(json.dumps(app_config(folders, work / "log.sqlite", max_upload_bytes=2_000_000,
+                                                 rate_limits=UNREACHED_LIMITS)))
+    extra_args, client, admin = ("--read-timeout", str(READ_TIMEOUT_SECONDS)), {}, {}
+    if request.param == "keys":
+        keys_path = work / "keys.txt"
+        client = {"X-API-Key": add_key(keys_path, "client", "uploader")}
+        admin = {"Authorization": f"Bearer {add_key(keys_path, 'admin', 'ops')}"}
+        extra_args += ("--api-keys", str(keys_path))
+    with running_serve(config_path, work, extra_args=extra_args) as running:
+        yield Served(running, client, admin)
 
 
 @pytest.fixture(scope="module")
@@ -74,9 +106,9 @@ def _final_answer(sock: socket.socket) -> bytes:
     return received
 
 
-def refused(server, status: int, reason: str) -> float:
+def refused(server: Served, status: int, reason: str) -> float:
     """The refusals /metrics counts (over every worker) of one status and reason."""
-    return metric_total(server.metrics(), REFUSED, status=str(status), reason=reason)
+    return metric_total(server.running.metrics(server.admin), REFUSED, status=str(status), reason=reason)
 
 
 def test_normal_clients_are_served_while_64_slow_ones_hold_connections_then_those_get_408(server, clip):
@@ -84,7 +116,7 @@ def test_normal_clients_are_served_while_64_slow_ones_hold_connections_then_thos
     slow = []
     for i in range(SLOW_CONNECTIONS):  # even: trickle the body a byte a second; odd: send 100 bytes, then nothing
         sock = socket.create_connection(("127.0.0.1", server.port), timeout=10)
-        sock.sendall(_head(server.port, len(clip)) + (clip[:100] if i % 2 else b""))
+        sock.sendall(_head(server.port, len(clip), server.key_line()) + (clip[:100] if i % 2 else b""))
         slow.append(sock)
     stop = threading.Event()
 
@@ -102,7 +134,8 @@ def test_normal_clients_are_served_while_64_slow_ones_hold_connections_then_thos
     trickler.start()
     try:
         def predict(i: int) -> int:
-            return call(f"{server.base}/v2/predict", clip, {"Content-Type": "audio/wav", "X-Client-Id": f"n{i}"})[0]
+            return call(f"{server.base}/v2/predict", clip,
+                        {"Content-Type": "audio/wav", "X-Client-Id": f"n{i}", **server.client})[0]
 
         with concurrent.futures.ThreadPoolExecutor(8) as pool:
             statuses = list(pool.map(predict, range(NORMAL_REQUESTS)))
@@ -120,20 +153,20 @@ def test_normal_clients_are_served_while_64_slow_ones_hold_connections_then_thos
     error = json.loads(timed_out[0].split(b"\r\n\r\n", 1)[1])["error"]
     assert "did not arrive in time" in error and f"waits {READ_TIMEOUT_SECONDS} s" in error
     assert refused(server, 408, "body_timeout") == refused_before + SLOW_CONNECTIONS
-    assert call(f"{server.base}/v2/predict", clip, {"Content-Type": "audio/wav"})[0] == 200
+    assert call(f"{server.base}/v2/predict", clip, {"Content-Type": "audio/wav", **server.client})[0] == 200
 
 
 def test_chunked_and_100_continue_uploads_are_read_whole_and_answered(server, clip):
     connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=60)
     pieces = [clip[i:i + 7000] for i in range(0, len(clip), 7000)]
     connection.request("POST", "/v2/predict", body=iter(pieces), encode_chunked=True,
-                       headers={"Content-Type": "audio/wav", "Transfer-Encoding": "chunked"})
+                       headers={"Content-Type": "audio/wav", "Transfer-Encoding": "chunked", **server.client})
     response = connection.getresponse()
     assert response.status == 200 and len(json.loads(response.read())["results"]) == 11
     connection.close()
 
     with socket.create_connection(("127.0.0.1", server.port), timeout=60) as sock:
-        sock.sendall(_head(server.port, len(clip), "Expect: 100-continue\r\n"))
+        sock.sendall(_head(server.port, len(clip), "Expect: 100-continue\r\n" + server.key_line()))
         assert sock.recv(64) == b"HTTP/1.1 100 Continue\r\n\r\n"  # sent before the body, once
         sock.sendall(clip)
         answer = _final_answer(sock)
@@ -143,7 +176,7 @@ def test_chunked_and_100_continue_uploads_are_read_whole_and_answered(server, cl
 def test_a_body_over_the_limit_is_refused_from_its_content_length(server):
     before = refused(server, 413, "declared_body_too_large")
     with socket.create_connection(("127.0.0.1", server.port), timeout=60) as sock:
-        sock.sendall(_head(server.port, 3_000_000, "Expect: 100-continue\r\n"))
+        sock.sendall(_head(server.port, 3_000_000, "Expect: 100-continue\r\n" + server.key_line()))
         answer = _final_answer(sock)
     head, body = answer.split(b"\r\n\r\n", 1)
     assert head.startswith(b"HTTP/1.1 413 ") and b"application/json" in head
@@ -162,6 +195,7 @@ REFUSED_HEADERS = [
 ]
 
 
+@pytest.mark.parametrize("server", ["open"], indirect=True)  # refused before the app: no key is read
 def test_requests_refused_before_the_app_are_counted_by_status_and_reason(server):
     """The worker's own refusals and those of gunicorn's parser, each once per connection."""
     def counts() -> list[float]:
