@@ -13,7 +13,10 @@ routed by its key, so a retry lands on the same A/B arm.
 
 Each keyed row also stores its request's fingerprint (route, the model and arm asked for, the decoded audio): a key
 sent again with a different request is answered 422, as the draft asks, whenever the earlier row can be read.
-Keys are global to the log, shared by every client and replica: send a fresh UUID per prediction.
+A key is scoped to its client (the key's client name with API keys on, else X-Client-Id): the log stores and hashes
+"CLIENT\\KEY", so another client sending the same key and bytes gets a prediction of its own, never the first
+client's id, and cannot learn by a 422 which keys others used. A request with no client (open mode without
+X-Client-Id) keeps the bare key, shared by every such request: send a fresh UUID per prediction.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ MAX_KEY_CHARS = 255
 KEY_CHAR = r"[!#-+\--\[\]-~]"  # visible ASCII but '"' and '\' (no quoting or escapes) and ',' (no lists)
 KEY_PATTERN = re.compile(KEY_CHAR + "+")
 ALLOWED = "visible ASCII characters ('!' to '~') other than '\"', '\\' and ',', e.g. a UUID"
+SCOPE_SEPARATOR = "\\"  # never in a key, so the last one parts client from key, and no scoped key is a bare one
 
 
 def _digest(*parts: str) -> str:
@@ -89,14 +93,19 @@ class KeyedRequest:
         return _digest("compare_group", self.key)
 
 
-def keyed_request(current: "ServingState", key: str | None, route: str, asked: tuple[str | None, ...],
-                  clip: DecodedClip) -> KeyedRequest | None:
-    """None without a key; else the KeyedRequest, or a 422 when the key was logged for a different request. A key
-    logged for this same request (a retry after a lost answer) is counted in /metrics as a replay."""
+def scoped_key(key: str, client: str | None) -> str:
+    """The key as the log stores and hashes it: "CLIENT\\KEY", or the bare key for a request with no client."""
+    return key if client is None else f"{client}{SCOPE_SEPARATOR}{key}"
+
+
+def keyed_request(current: "ServingState", key: str | None, client: str | None, route: str,
+                  asked: tuple[str | None, ...], clip: DecodedClip) -> KeyedRequest | None:
+    """None without a key; else the KeyedRequest of this client's key, or a 422 when the client logged the key for a
+    different request. A key logged for this same request (a retry after a lost answer) is counted as a replay."""
     if key is None:
         return None
-    keyed = KeyedRequest(key, request_fingerprint(route, asked, clip))
-    logged = current.store.logged_fingerprints(key)
+    keyed = KeyedRequest(scoped_key(key, client), request_fingerprint(route, asked, clip))
+    logged = current.store.logged_fingerprints(keyed.key)
     if logged - {keyed.fingerprint}:
         raise ApiError(422, f"the {HEADER} {key[:60]!r} was already used for a different request (another clip, "
                             "route, model or arm); send a fresh key per prediction")

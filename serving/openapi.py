@@ -181,7 +181,8 @@ def openapi_document(model_names: list[str], arm_names: list[str], max_upload_by
     idempotency = {"name": IDEMPOTENCY_HEADER, "in": "header", "required": False,
                    "schema": {"type": "string", "pattern": f'^({key_chars}|"{key_chars}")$'},
                    "description": "one key per logical prediction (e.g. a UUID), bare or as a quoted string; a retry "
-                                  "with the same key logs no second row and answers the same prediction_id"}
+                                  "with the same key logs no second row and answers the same prediction_id. Keys are "
+                                  "scoped to the client (its API key, or X-Client-Id in open mode)"}
     arm_param = {"name": "arm", "in": "query", "required": False, "schema": {"type": "string", "enum": arm_names},
                  "description": "force an A/B arm (only with model=ab)"}
     audio_errors = (400, 413, 415)

@@ -116,7 +116,7 @@ def predict_request(route: str, model_name: str | None, arm_name: str | None, an
     g.arm, g.model = arm, model.name
     analysis = ClipAnalysis(decode_request(request, current.config.max_analyze_bytes, any_file_field))
     charge_audio(analysis.clip.seconds)
-    keyed = keyed_request(current, key, route, (model_name, arm_name), analysis.clip)
+    keyed = keyed_request(current, key, client_id(), route, (model_name, arm_name), analysis.clip)
     result = model.predict(analysis)
     record = make_record(model, result, analysis, route, arm, elapsed_ms(), keyed)
     current.store.log_predictions([record])
@@ -149,7 +149,7 @@ def compare():
     key = idempotency_key(request.headers)
     analysis = ClipAnalysis(decode_request(request, current.config.max_analyze_bytes))
     charge_audio(analysis.clip.seconds)
-    keyed = keyed_request(current, key, "/v2/compare", (), analysis.clip)
+    keyed = keyed_request(current, key, client_id(), "/v2/compare", (), analysis.clip)
     group = keyed.compare_group() if keyed else uuid.uuid4().hex
     scored = [(model, model.predict(analysis)) for model in current.models.values()]
     total_ms = elapsed_ms()

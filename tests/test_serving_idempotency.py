@@ -1,6 +1,6 @@
 """Idempotency-Key on the prediction routes, through Flask's test client: a retried request logs no second row and
 answers the logged prediction id; a malformed key is a 400 naming what is wrong; a key reused for another request
-is a 422; a keyed retry while the log is locked still ends as one row."""
+is a 422; a keyed retry while the log is locked still ends as one row; a key is scoped to its client."""
 
 from __future__ import annotations
 
@@ -12,7 +12,9 @@ import pytest
 pytest.importorskip("flask")
 pytest.importorskip("ai_edge_litert.interpreter")
 
-from serving_fixture import app, client, encode, folders, music_clip, needs_training  # noqa: E402,F401 (fixtures)
+from serving.app import create_app  # noqa: E402
+from serving.keys import add_key  # noqa: E402
+from serving_fixture import app, app_config, client, encode, folders, music_clip, needs_training  # noqa: E402,F401
 
 pytestmark = needs_training
 WAV = {"Content-Type": "audio/wav"}
@@ -124,3 +126,31 @@ def test_a_keyed_retry_while_the_log_is_locked_still_ends_as_one_row(client, app
     assert [row["id"] for row in logged(app)] == [answers[0].json["prediction_id"]]
     metrics = client.get("/metrics").get_data(as_text=True)
     assert 'instrument_id_predictions_unlogged_total{reason="locked"} 2.0' in metrics
+
+
+@pytest.mark.parametrize("mode", ["keys", "open"])
+def test_a_key_is_scoped_to_its_client(folders, tmp_path, clips, mode):
+    """Bob repeating Alice's key and bytes gets a prediction of his own, not her id; each one's retry answers their
+    own id; a key Alice used is no 422 for Bob. With API keys the client is the key's name, in open mode X-Client-Id."""
+    overrides = {}
+    if mode == "keys":
+        keys_path = tmp_path / "keys.txt"
+        who = {name: {"X-API-Key": add_key(keys_path, "client", name)} for name in ("alice", "bob")}
+        overrides["api_keys"] = str(keys_path)
+    else:
+        who = {name: {"X-Client-Id": name} for name in ("alice", "bob")}
+    app = create_app(app_config(folders, tmp_path / "log.sqlite", **overrides))
+    client = app.test_client()
+    for path in ("/v2/predict?model=mlp", "/v2/compare"):  # one model, so only the client can tell the ids apart
+        alice, bob, alice_again, bob_again = (post(client, path, clips[0], f"shared-key{path}", **who[name])
+                                              for name in ("alice", "bob", "alice", "bob"))
+        assert [a.status_code for a in (alice, bob, alice_again, bob_again)] == [200] * 4, path
+        ids = [answer.json["prediction_id"] if "prediction_id" in answer.json
+               else [m["prediction_id"] for m in answer.json["models"]] for answer in (alice, bob, alice_again, bob_again)]
+        assert ids[0] != ids[1] and ids[2] == ids[0] and ids[3] == ids[1], path
+    assert post(client, "/v2/predict?model=mlp", clips[1], "alice-only", **who["alice"]).status_code == 200
+    assert post(client, "/v2/predict?model=mlp", clips[0], "alice-only", **who["bob"]).status_code == 200  # no 422
+    assert post(client, "/v2/predict?model=mlp", clips[0], "alice-only", **who["alice"]).status_code == 422
+    rows = logged(app)
+    assert len(rows) == 1 + 1 + 2 + 2 + 1 + 1  # predict: alice, bob; compare: two models each; alice-only: two
+    assert {row["client_id"] for row in rows} == {"alice", "bob"}
