@@ -1,20 +1,41 @@
-"""The OpenAPI 3 document of the whole API, as data, and the route that serves it."""
+"""The OpenAPI 3 document of the whole API, as data, and the route that serves it.
+
+Who may call each operation comes from the app's own routes and serving/auth.py's table, so the document cannot
+drift from what is enforced: with API keys on, every operation that needs a key names the two ways to send one
+(securitySchemes: bearer, and an X-API-Key header) and documents its 401 (and 403 where it needs an admin key);
+an operation a rate-limited role may call documents its 429 with Retry-After, and a 503 when the limits count in a
+shared store that may not answer."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from flask import Blueprint, current_app, jsonify
+from flask import Blueprint, Flask, current_app, jsonify
 
 from instrument_id.instruments import INSTRUMENTS, column_names
 from serving.decode import MAX_CHANNELS, MAX_RATE_HZ, MIN_RATE_HZ, PCM_FORMATS
 from serving.idempotency import HEADER as IDEMPOTENCY_HEADER
 from serving.idempotency import KEY_CHAR, MAX_KEY_CHARS
+from serving.auth import ADMIN, OPEN, endpoint_role
+from serving.keys import ROLE_RANK, ROLES
 from serving.routes_analyze import DEFAULT_HOP_SECONDS, MAX_HOP_SECONDS, MIN_HOP_SECONDS
 
 bp = Blueprint("openapi", __name__)
 AUDIO_TYPES = ("audio/wav", "audio/flac", "audio/ogg", "audio/mpeg", "application/octet-stream")
 NAMES = [inst.name for inst in INSTRUMENTS]
+SECURITY_SCHEMES = {
+    "bearer": {"type": "http", "scheme": "bearer",
+               "description": "Authorization: Bearer KEY, a key made by `instrument-id keys add`"},
+    "apiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key", "description": "the same key in X-API-Key"},
+}
+ACCESS_ANSWERS = {
+    401: ("no API key, or an unknown one", {"WWW-Authenticate": {"schema": {"type": "string"}}}),
+    403: ("the key's role may not call this operation: it needs an admin key", {}),
+    429: ("over the client's rate limit (requests or seconds of audio); nothing was computed or logged",
+          {"Retry-After": {"schema": {"type": "integer", "minimum": 1}, "description": "seconds to wait"}}),
+    503: ("the rate-limit store cannot be reached, or the models are not loaded yet",
+          {"Retry-After": {"schema": {"type": "integer", "minimum": 1}, "description": "seconds to wait"}}),
+}
 
 
 def _ref(name: str) -> dict[str, str]:
@@ -169,9 +190,46 @@ def _audio_body(field_name: str = "audio") -> dict[str, Any]:
             "description": "a clip: WAV, FLAC, OGG or MP3 file (multipart or raw body), or base64 PCM in JSON"}
 
 
+def _access_answer(code: int) -> dict[str, Any]:
+    description, headers = ACCESS_ANSWERS[code]
+    answer = _json(_ref("Error"), description)
+    if headers:
+        answer["headers"] = headers
+    return answer
+
+
+def route_roles(app: Flask) -> dict[tuple[str, str], str]:
+    """(path, lower-case method) -> the least role that may call it, from the app's routes and serving/auth.py."""
+    return {(rule.rule, method.lower()): endpoint_role(rule.endpoint) for rule in app.url_map.iter_rules()
+            for method in rule.methods - {"HEAD", "OPTIONS"}}
+
+
+def add_access(paths: dict[str, Any], roles: dict[tuple[str, str], str], keys_on: bool, limited_roles: set[str],
+               shared_store: bool) -> None:
+    """Mark every operation that needs a key: security and 401 with keys on (403 too where it needs an admin); 429
+    where a role that may call it has a budget; 503 where its budget lives in a shared store."""
+    for path, item in paths.items():
+        for method, operation in item.items():
+            needed = roles.get((path, method), ADMIN)  # as serving/auth.py: a route missing there needs an admin
+            if needed == OPEN:
+                continue
+            responses = operation["responses"]
+            callers = {role for role in ROLES if ROLE_RANK[role] >= ROLE_RANK[needed]} if keys_on else {OPEN}
+            if keys_on:
+                operation["security"] = [{"bearer": []}, {"apiKey": []}]
+                responses["401"] = _access_answer(401)
+                if needed == ADMIN:
+                    responses["403"] = _access_answer(403)
+            if callers & limited_roles:
+                responses["429"] = _access_answer(429)
+                if shared_store:
+                    responses["503"] = _access_answer(503)
+
+
 def openapi_document(model_names: list[str], arm_names: list[str], max_upload_bytes: int,
                      max_analyze_upload_bytes: int) -> dict[str, Any]:
-    """The OpenAPI 3.0 document for a server with these models and A/B arms."""
+    """The OpenAPI 3.0 document for a server with these models and A/B arms (access as in open mode: add_access
+    marks what keys and limits add)."""
     client = {"name": "X-Client-Id", "in": "header", "required": False, "schema": {"type": "string"},
               "description": "sticky A/B assignment: the same id always gets the same arm"}
     model_param = {"name": "model", "in": "query", "required": False,
@@ -245,7 +303,14 @@ def openapi_document(model_names: list[str], arm_names: list[str], max_upload_by
 
 @bp.get("/openapi.json")
 def openapi_json():
-    """The document for this server's models and arms."""
+    """The document for this server's models, arms, keys and limits."""
     current = current_app.extensions["instrument_id"]
-    return jsonify(openapi_document(list(current.models), list(current.router.by_name), current.config.max_upload_bytes,
-                                    current.config.max_analyze_upload_bytes))
+    document = openapi_document(list(current.models), list(current.router.by_name), current.config.max_upload_bytes,
+                                current.config.max_analyze_upload_bytes)
+    limiter = current.limiter
+    limited = {role for role in (OPEN, *ROLES) if limiter is not None and limiter.limits(role)}
+    add_access(document["paths"], route_roles(current_app), current.keys is not None, limited,
+               limiter is not None and limiter.shared())
+    if current.keys is not None:
+        document["components"]["securitySchemes"] = SECURITY_SCHEMES
+    return jsonify(document)

@@ -122,6 +122,10 @@ class RateLimiter:
         """Whether the counters live outside this process (shared by workers and replicas)."""
         return not self.storage_uri.startswith("memory://")
 
+    def limits(self, role: str) -> bool:
+        """Whether the role has any budget (so its requests may get a 429)."""
+        return any(self._items.get((role, budget)) for budget in BUDGETS)
+
     def reachable(self) -> bool:
         """Whether the store answers now (a throwaway connection: the workers open their own after the fork)."""
         return not self.shared() or bool(open_storage(self.storage_uri).check())
