@@ -33,7 +33,7 @@ ACCESS_ANSWERS = {
     403: ("the key's role may not call this operation: it needs an admin key", {}),
     429: ("over the client's rate limit (requests or seconds of audio); nothing was computed or logged",
           {"Retry-After": {"schema": {"type": "integer", "minimum": 1}, "description": "seconds to wait"}}),
-    503: ("the rate-limit store cannot be reached, or the models are not loaded yet",
+    503: ("the rate-limit store cannot be reached",
           {"Retry-After": {"schema": {"type": "integer", "minimum": 1}, "description": "seconds to wait"}}),
 }
 

@@ -26,6 +26,7 @@ from schemathesis import GenerationMode  # noqa: E402
 from schemathesis.checks import not_a_server_error  # noqa: E402
 from schemathesis.specs.openapi.checks import (  # noqa: E402
     content_type_conformance,
+    ignored_auth,
     response_schema_conformance,
     status_code_conformance,
 )
@@ -152,13 +153,17 @@ def test_a_thousand_bad_requests_get_json_2xx_or_4xx_and_the_server_survives(fol
     assert good.status_code == 200 and len(good.get_json()["results"]) == 11
 
 
-@pytest.fixture(scope="module")
-def api_schema(folders, tmp_path_factory):
-    app = create_app(app_config(folders, tmp_path_factory.mktemp("schemathesis") / "log.sqlite"))
-    return schemathesis.openapi.from_wsgi("/openapi.json", app)
+@pytest.fixture(scope="module", params=MODES)
+def served_api(folders, tmp_path_factory, request):
+    """(schemathesis' view of the app's own /openapi.json, {role: key}) in open mode and with keys on."""
+    work = tmp_path_factory.mktemp(f"schemathesis_{request.param}")
+    overrides, keys = keyed_overrides(work, request.param)
+    app = create_app(app_config(folders, work / "log.sqlite", **overrides))
+    return schemathesis.openapi.from_wsgi("/openapi.json", app), keys
 
 
-def test_the_openapi_document_validates_and_covers_every_route(api_schema):
+def test_the_openapi_document_validates_and_covers_every_route(served_api):
+    api_schema, keys = served_api
     try:
         from openapi_spec_validator import validate
     except ImportError:
@@ -180,13 +185,50 @@ def test_the_openapi_document_validates_and_covers_every_route(api_schema):
             assert "200" in operation["responses"], (path, method)
             for ref in json.dumps(operation).split('"$ref": "#/components/schemas/')[1:]:
                 assert ref.split('"')[0] in document["components"]["schemas"]
+    check_documented_access(api_schema.app.test_client(), document, keys)
 
 
-def test_the_api_conforms_to_its_openapi_document(api_schema):
+def check_documented_access(client, document: dict, keys: dict[str, str]) -> None:
+    """The document's security and 401/403/429 answers against what the server does: with keys, an operation
+    documented as secured answers 401 without a key (anything else does not), one documenting a 403 answers it to a
+    client key, and every secured one documents its 429 with Retry-After (clients and admins have budgets). In open
+    mode nothing is secured and no role is limited by default."""
+    schemes = document["components"].get("securitySchemes")
+    if keys:
+        assert schemes["bearer"]["type"] == "http" and schemes["bearer"]["scheme"] == "bearer"
+        assert (schemes["apiKey"]["type"], schemes["apiKey"]["in"], schemes["apiKey"]["name"]) == ("apiKey", "header", "X-API-Key")
+    else:
+        assert schemes is None
+    secured = 0
+    for path, item in document["paths"].items():
+        for method, operation in item.items():
+            answers = operation["responses"]
+            if not keys:
+                assert "security" not in operation and not {"401", "403", "429"} & set(answers), (path, method)
+                continue
+            is_secured = operation.get("security") == [{"bearer": []}, {"apiKey": []}]
+            secured += is_secured
+            keyless = client.open(path, method=method.upper())
+            assert (keyless.status_code == 401) == is_secured == ("401" in answers), (path, method, keyless.status_code)
+            as_client = client.open(path, method=method.upper(), headers={"X-API-Key": keys["client"]})
+            assert (as_client.status_code == 403) == ("403" in answers), (path, method, as_client.status_code)
+            assert ("429" in answers) == is_secured and (not is_secured or "Retry-After" in answers["429"]["headers"])
+            if is_secured:
+                assert "WWW-Authenticate" in answers["401"]["headers"]
+    assert not keys or secured == 8  # predict, compare, analyze, feedback, POST /RNA; models, report, metrics (admin)
+
+
+def test_the_api_conforms_to_its_openapi_document(served_api):
     """Schemathesis cases (valid and invalid per the document) for every operation: no 5xx, documented statuses,
-    content types and response bodies. (schemathesis.pytest.from_fixture fails under pytest 9, whose nodes no
-    longer have _nodeid, so the strategies run under plain hypothesis.)"""
+    content types and response bodies. With keys on, every case carries the admin key, and schemathesis' ignored_auth
+    check sends it again without a key and with a wrong one, which must be refused; a client key on the admin
+    operations is a documented 403. (schemathesis.pytest.from_fixture fails under pytest 9, whose nodes no longer
+    have _nodeid, so the strategies run under plain hypothesis.)"""
+    api_schema, keys = served_api
     checks = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
+    if keys:
+        checks.append(ignored_auth)
+    auth = {"Authorization": f"Bearer {keys['admin']}"} if keys else {}
     operations = [result.ok() for result in api_schema.get_all_operations()]
     documented = {f"{method.upper()} {path}" for path, item in api_schema.raw_schema["paths"].items() for method in item}
     assert {operation.label for operation in operations} == documented - {"GET /openapi.json"}  # its own location
@@ -199,7 +241,7 @@ def test_the_api_conforms_to_its_openapi_document(api_schema):
             @settings(max_examples=20, deadline=None, database=None, suppress_health_check=list(HealthCheck))
             @given(case=operation.as_strategy(generation_mode=mode))
             def call(case):
-                calls.append((case.operation.label, case.call_and_validate(checks=checks).status_code))
+                calls.append((case.operation.label, case.call_and_validate(headers=auth, checks=checks).status_code))
 
             call()
     assert {label for label, _ in calls} == {operation.label for operation in operations}
@@ -209,5 +251,11 @@ def test_the_api_conforms_to_its_openapi_document(api_schema):
     for label, query in (("POST /v2/predict", {"model": "rf"}), ("POST /v2/predict", {}), ("POST /v2/compare", None),
                          ("POST /RNA", None), ("POST /v2/analyze", {"model": "mlp", "hop": "0.5", "plot": "true"})):
         case = by_label[label].Case(body=pcm, media_type="application/json", query=query)
-        assert case.call_and_validate(checks=checks).status_code == 200, label
+        assert case.call_and_validate(headers=auth, checks=checks).status_code == 200, label
+    for operation in operations if keys else ():  # a client key where an admin one is needed: the documented 403
+        definition = api_schema.raw_schema["paths"][operation.path][operation.method.lower()]
+        if "403" in definition["responses"]:
+            case = operation.Case()
+            answer = case.call_and_validate(headers={"X-API-Key": keys["client"]}, checks=checks)
+            assert answer.status_code == 403, operation.label
     assert all(status < 500 for _, status in calls)
