@@ -7,7 +7,9 @@ One key per line, fields separated by spaces; blank lines and lines starting wit
     admin    ops           sha256:...
 
 Only the sha256 of a key is stored, so the file gives no key away; `instrument-id keys add` makes a key, appends
-its line and prints the key once. A presented key is hashed and compared with every stored hash in constant time
+its line and prints the key once. `keys add` and `keys revoke` hold an exclusive fcntl lock on FILE.lock (a file
+beside the key file that, unlike it, is never replaced) from reading the file to replacing it, so two at once never
+lose a line. A presented key is hashed and compared with every stored hash in constant time
 (hmac.compare_digest, no early exit), so the time of an answer says nothing about how close a guess was.
 """
 
@@ -22,8 +24,10 @@ import secrets
 import stat
 import tempfile
 import threading
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 from instrument_id.errors import InstrumentIdError
 from serving.errors import LOGGER
@@ -153,6 +157,20 @@ def _write_private(path: Path, text: str) -> None:
         Path(tmp_name).unlink(missing_ok=True)
 
 
+@contextmanager
+def locked_for_edit(path: Path) -> Iterator[None]:
+    """Hold an exclusive lock on PATH.lock (mode 0600) while the key file is read and replaced; waits for a holder."""
+    import fcntl  # POSIX only: `instrument-id keys` edits key files of servers run by gunicorn
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path.with_name(path.name + ".lock"), os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing the descriptor releases the lock
+
+
 def add_key(path: str | Path, role: str, name: str) -> str:
     """Make a new key for client `name` with `role`, append its hash to the file (created 0600) and return the key."""
     path = Path(path)
@@ -160,25 +178,29 @@ def add_key(path: str | Path, role: str, name: str) -> str:
         raise InstrumentIdError(f"unknown role {role!r} (roles: {', '.join(ROLES)})")
     if not NAME_PATTERN.fullmatch(name):
         raise InstrumentIdError(f"client name {name[:70]!r} must be 1-64 letters, digits or ._@- (starting with a letter or digit)")
-    text = path.read_text(encoding="utf-8") if path.exists() else HEADER_COMMENT
-    if any(key.name == name for key in parse_key_text(path, text)):
-        raise InstrumentIdError(f"{path}: client {name!r} already has a key; revoke it first to rotate")
-    key = KEY_PREFIX + secrets.token_urlsafe(KEY_BYTES)
-    line = f"{role} {name} {HASH_PREFIX}{hash_key(key).hex()}\n"
-    _write_private(path, text + ("" if not text or text.endswith("\n") else "\n") + line)
+    with locked_for_edit(path):
+        text = path.read_text(encoding="utf-8") if path.exists() else HEADER_COMMENT
+        if any(key.name == name for key in parse_key_text(path, text)):
+            raise InstrumentIdError(f"{path}: client {name!r} already has a key; revoke it first to rotate")
+        key = KEY_PREFIX + secrets.token_urlsafe(KEY_BYTES)
+        line = f"{role} {name} {HASH_PREFIX}{hash_key(key).hex()}\n"
+        _write_private(path, text + ("" if not text or text.endswith("\n") else "\n") + line)
     return key
 
 
 def revoke_key(path: str | Path, name: str) -> None:
     """Remove client `name`'s key line from the file (atomically; the file keeps mode 0600)."""
     path = Path(path)
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
-    except FileNotFoundError:
-        raise InstrumentIdError(f"{path}: key file not found") from None
-    parse_key_text(path, "".join(lines))  # refuse to rewrite a file that is already broken
-    kept = [line for number, line in enumerate(lines, start=1)
-            if (key := _parse_line(path, number, line)) is None or key.name != name]
-    if len(kept) == len(lines):
-        raise InstrumentIdError(f"{path}: no key for client {name!r}")
-    _write_private(path, "".join(kept))
+    if not path.is_file():
+        raise InstrumentIdError(f"{path}: key file not found")
+    with locked_for_edit(path):
+        try:
+            lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
+        except FileNotFoundError:
+            raise InstrumentIdError(f"{path}: key file not found") from None
+        parse_key_text(path, "".join(lines))  # refuse to rewrite a file that is already broken
+        kept = [line for number, line in enumerate(lines, start=1)
+                if (key := _parse_line(path, number, line)) is None or key.name != name]
+        if len(kept) == len(lines):
+            raise InstrumentIdError(f"{path}: no key for client {name!r}")
+        _write_private(path, "".join(kept))
