@@ -136,15 +136,26 @@ def main() -> int:
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--share", type=float, default=0.4, help="share of each training corpus's windows (0.4)")
     parser.add_argument("--valid-share", type=float, default=1.0, help="share of the held-out corpus's windows")
-    parser.add_argument("--learning-rates", type=float, nargs="+", default=[1e-3, 3e-4])
+    parser.add_argument("--arms", nargs="+", default=["frozen:1e-3", "fine-tuned:3e-4", "fine-tuned:1e-4"],
+                        help="ARM:LEARNING_RATE, ARM frozen or fine-tuned (default frozen:1e-3 fine-tuned:3e-4 "
+                             "fine-tuned:1e-4)")
     parser.add_argument("--epochs", type=int, default=40)
     parser.add_argument("--patience", type=int, default=6)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     network, _manifest = load_keras_network()
-    parts = [front_end_frames(c, s, args.seed + k, network) for k, (c, s) in
-             enumerate(((args.soundfonts, args.share), (args.real, args.share), (args.real_valid, args.valid_share)))]
+    cache = args.out / f"front_end_frames-{args.share:g}-{args.valid_share:g}-{args.seed}.npz"
+    if cache.is_file():  # the front end is most of the work: computed once per share and seed
+        with np.load(cache) as stored:
+            parts = [(stored[f"X{k}"], stored[f"Y{k}"], stored[f"ids{k}"]) for k in range(3)]
+    else:
+        parts = [front_end_frames(c, s, args.seed + k, network) for k, (c, s) in
+                 enumerate(((args.soundfonts, args.share), (args.real, args.share), (args.real_valid, args.valid_share)))]
+        partial = cache.with_suffix(".partial.npz")
+        np.savez(partial, **{f"{name}{k}": array for k, part in enumerate(parts)
+                             for name, array in zip(("X", "Y", "ids"), part)})
+        partial.replace(cache)
     X_train = np.concatenate([parts[0][0], parts[1][0]])  # (n, T, 561) float16
     Y_train = np.concatenate([parts[0][1], parts[1][1]])
     X_valid, Y_valid, ids = parts[2]
@@ -154,19 +165,20 @@ def main() -> int:
     pooled_train = pooled_embedding(network, X_train)
     mean, scale = pooled_train.mean(axis=0), np.maximum(pooled_train.std(axis=0), 1e-6)
     rows: dict[str, dict] = {}
-    for fine_tune in (False, True):
-        for lr in args.learning_rates:
-            name = f"{'fine-tuned mid end' if fine_tune else 'frozen (shipped recipe)'}, Adam {lr:g}"
-            network, _manifest = load_keras_network()  # fresh pretrained weights for every arm
-            model = build(network, X_train.shape[2], mean, scale, fine_tune)
-            record = fit(model, (X_train, Y_train), (X_valid[in_a], Y_valid[in_a]), lr, args.epochs, args.patience,
-                         args.seed)
-            P_a = model.predict(X_valid[in_a], batch_size=256, verbose=0)
-            P_b = model.predict(X_valid[~in_a], batch_size=256, verbose=0)
-            rows[name] = {**record, "trainable_params": int(sum(np.prod(w.shape) for w in model.trainable_weights)),
-                          **score(P_a, Y_valid[in_a], P_b, Y_valid[~in_a])}
-            print(name, json.dumps({k: v for k, v in rows[name].items() if k != "per_instrument_f1"}), flush=True)
-            write_text_atomic(args.out / "finetune_study.json", json.dumps(rows, indent=1) + "\n")
+    for arm in args.arms:
+        kind, lr = arm.split(":")
+        fine_tune, lr = kind == "fine-tuned", float(lr)
+        name = f"{'fine-tuned mid end' if fine_tune else 'frozen (shipped recipe)'}, Adam {lr:g}"
+        network, _manifest = load_keras_network()  # fresh pretrained weights for every arm
+        model = build(network, X_train.shape[2], mean, scale, fine_tune)
+        record = fit(model, (X_train, Y_train), (X_valid[in_a], Y_valid[in_a]), lr, args.epochs, args.patience,
+                     args.seed)
+        P_a = model.predict(X_valid[in_a], batch_size=256, verbose=0)
+        P_b = model.predict(X_valid[~in_a], batch_size=256, verbose=0)
+        rows[name] = {**record, "trainable_params": int(sum(np.prod(w.shape) for w in model.trainable_weights)),
+                      **score(P_a, Y_valid[in_a], P_b, Y_valid[~in_a])}
+        print(name, json.dumps({k: v for k, v in rows[name].items() if k != "per_instrument_f1"}), flush=True)
+        write_text_atomic(args.out / "finetune_study.json", json.dumps(rows, indent=1) + "\n")
     lines = ["| arm | trainable parameters | best epoch | half B macro-F1 (10) | mAP | quiet |", "|---|---|---|---|---|---|"]
     lines += [f"| {n} | {r['trainable_params']:,} | {r['best_epoch']} | {r['macro_f1']:.3f} | {r['mAP']:.3f} | "
               f"{r['quiet']:.2f} |" for n, r in rows.items()]
