@@ -10,7 +10,8 @@ A config is a JSON or TOML file (or the same data as a dict passed to create_app
     api_keys = "keys.txt"                 # hashed API keys with roles (serving/keys.py); absent: open mode
     allow_world_readable_keys = false     # a key file readable by every user is refused unless this is true
     feedback_window_seconds = 604800      # feedback on a prediction is taken for this long after it (7 days)
-    rate_limit_storage = "memory://"      # or "redis://host:6379": limits shared by workers and replicas
+    rate_limit_storage = "sqlite://"      # default: limits shared by this replica's workers; "redis://host:6379":
+                                          # by every replica too (serving/rate_limits.py)
     [rate_limits.client]                  # per role (client, admin, open): serving/rate_limits.py
     requests = "20/second;600/minute"
     audio_seconds = "1800/minute"

@@ -4,8 +4,8 @@ The client is its key's name (or its address in open mode). Every request is cou
 request's audio is counted once it is decoded (predict, compare; /v2/analyze from the file's header), before any
 feature or model work. Over either budget the answer is 429 JSON with Retry-After, and nothing is computed or logged.
 
-    rate_limit_storage = "memory://"                    # this process only; "redis://host:6379" (or memcached://)
-                                                        # for every gunicorn worker and every replica to share
+    rate_limit_storage = "sqlite://"                    # default: this replica's workers share a private SQLite file;
+                                                        # "redis://host:6379" (or memcached://) for replicas to share
     [rate_limits.client]
     requests = "20/second;600/minute"                   # `limits` notation: N per second|minute|hour|day, ';'-joined
     audio_seconds = "1800/minute"
@@ -13,11 +13,16 @@ feature or model work. Over either budget the answer is 429 JSON with Retry-Afte
     [rate_limits.open]   ...                            # open mode (no key file): none unless given
 
 The counters are `limits`' sliding-window counters (a weighted mix of the current and previous window: a bucket
-that refills smoothly, with no burst of twice the limit at a window's edge). With the default memory:// storage
-each gunicorn worker keeps its own counters, so a client may reach up to --workers times its limit; serve says so
-at start (`limits` has no storage that processes share without a server). Give a Redis URI to hold the limits
-across the workers and the replicas: every process then counts in the same Redis keys, atomically (Lua scripts).
-A store that cannot be reached within STORE_TIMEOUT_SECONDS answers 503 with Retry-After, never a 500 or a hang.
+that refills smoothly, with no burst of twice the limit at a window's edge). Where they are kept (RateLimiter.scope):
+- sqlite:// (the default): a private SQLite file in a folder made when the app is built, in gunicorn's master
+  before the fork, so all the workers of one replica count in it, atomically (serving/rate_limit_sqlite.py: why).
+  Each replica has its own: a client may reach up to the number of replicas times its limit.
+- sqlite:///ABSOLUTE/PATH.sqlite: that file, shared by every replica on this host that names it (local disk only).
+- redis://HOST:6379 (rediss://, redis+unix://, valkey://; memcached:// parses but is untested): every process of
+  every replica counts in the same Redis keys, atomically (Lua scripts).
+- memory://: each process its own counters, so a client may reach up to --workers times its limit (serve warns).
+A store that cannot be reached within STORE_TIMEOUT_SECONDS (a Redis that does not answer, a SQLite file locked that
+long) answers 503 with Retry-After, never a 500 or a hang.
 """
 
 from __future__ import annotations
@@ -31,9 +36,10 @@ from typing import Any
 from instrument_id.errors import InstrumentIdError
 from serving.errors import ApiError
 
-DEFAULT_STORAGE = "memory://"
+DEFAULT_STORAGE = "sqlite://"  # serving/rate_limit_sqlite.py's PRIVATE_URI: resolved to a fresh file per app
 REDIS_SCHEMES = ("redis://", "rediss://", "redis+unix://", "valkey://", "valkeys://", "valkey+unix://")
-STORE_TIMEOUT_SECONDS = 2.0  # connecting to and each answer of a Redis store; past it the request gets a 503
+STORE_TIMEOUT_SECONDS = 2.0  # connecting to and each answer of a Redis store, or waiting for SQLite's write lock;
+                             # past it the request gets a 503
 STORE_RETRY_AFTER_SECONDS = 5
 BUDGETS = ("requests", "audio_seconds")
 LIMITED_ROLES = ("client", "admin", "open")
@@ -90,16 +96,23 @@ def open_storage(uri: str) -> Any:
     lazily, with STORE_TIMEOUT_SECONDS to connect and to answer."""
     from limits.storage import storage_from_string
 
+    import serving.rate_limit_sqlite  # noqa: F401 (registers sqlite:// with limits)
+
     options: dict[str, Any] = {"wrap_exceptions": True}
     if uri.startswith(REDIS_SCHEMES):
         options.update(socket_timeout=STORE_TIMEOUT_SECONDS, socket_connect_timeout=STORE_TIMEOUT_SECONDS)
+    elif uri.startswith("sqlite://"):
+        options.update(timeout=STORE_TIMEOUT_SECONDS)
     return storage_from_string(uri, **options)
 
 
 def check_storage_uri(uri: Any, where: str) -> str:
-    """A storage URI `limits` knows (memory://, redis://, rediss://, redis+unix://, memcached://, ...)."""
+    """A storage URI `limits` knows (sqlite://, sqlite:///PATH, memory://, redis://, rediss://, memcached://, ...)."""
     if not isinstance(uri, str) or "://" not in uri:
-        raise InstrumentIdError(f"{where}: rate_limit_storage must be a URI such as memory:// or redis://host:6379")
+        raise InstrumentIdError(f"{where}: rate_limit_storage must be a URI such as sqlite://, memory:// or "
+                                "redis://host:6379")
+    if uri == DEFAULT_STORAGE:
+        return uri  # its file is made when the app is built
     try:
         open_storage(uri)  # checks the scheme and that its client library is installed; connects lazily
     except Exception as exc:  # limits raises ConfigurationError, or ImportError-like errors, per scheme
@@ -113,22 +126,42 @@ class RateLimiter:
     def __init__(self, limits_by_role: dict[str, RoleLimits], storage_uri: str = DEFAULT_STORAGE) -> None:
         from limits import parse_many
 
-        self.storage_uri = storage_uri
+        from serving.rate_limit_sqlite import private_database_uri
+
+        self.private = storage_uri == DEFAULT_STORAGE
+        # the private file is named here, in the process that builds the app: gunicorn's workers fork after it
+        self.storage_uri = private_database_uri() if self.private else storage_uri
         self._items = {(role, budget): parse_many(getattr(entry, budget)) if getattr(entry, budget) else []
                        for role, entry in limits_by_role.items() for budget in BUDGETS}
         self._strategy: tuple[int, Any] | None = None
 
+    def scope(self) -> str:
+        """Who shares the counters: 'process' (memory://), 'replica' (the private SQLite file), 'host' (a named
+        SQLite file) or 'replicas' (a server: Redis, memcached)."""
+        if self.storage_uri.startswith("memory://"):
+            return "process"
+        if self.storage_uri.startswith("sqlite://"):
+            return "replica" if self.private else "host"
+        return "replicas"
+
     def shared(self) -> bool:
-        """Whether the counters live outside this process (shared by workers and replicas)."""
-        return not self.storage_uri.startswith("memory://")
+        """Whether the counters live outside this process (so the store can fail, answering 503)."""
+        return self.scope() != "process"
 
     def limits(self, role: str) -> bool:
         """Whether the role has any budget (so its requests may get a 429)."""
         return any(self._items.get((role, budget)) for budget in BUDGETS)
 
     def reachable(self) -> bool:
-        """Whether the store answers now (a throwaway connection: the workers open their own after the fork)."""
-        return not self.shared() or bool(open_storage(self.storage_uri).check())
+        """Whether the store answers now (a throwaway connection, closed: the workers open their own after the
+        fork); for SQLite this also makes the file and its table before any worker needs them."""
+        if not self.shared():
+            return True
+        storage = open_storage(self.storage_uri)
+        try:
+            return bool(storage.check())
+        finally:
+            getattr(storage, "close", lambda: None)()
 
     def _limiter(self) -> Any:
         from limits.strategies import SlidingWindowCounterRateLimiter

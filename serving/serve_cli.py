@@ -44,8 +44,10 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
                         help="accept a key file that every user of the machine can read")
     parser.add_argument("--rate-limit-storage",
                         help="where the per-client rate limits count (overrides the config's rate_limit_storage): "
-                             "memory:// (default: each worker process its own counters), or redis://HOST:6379 "
-                             "(memcached://HOST:11211) for all workers and replicas to share")
+                             "sqlite:// (default: a private SQLite file that this replica's workers share), "
+                             "sqlite:///ABSOLUTE/PATH (a file every replica on this host naming it shares), "
+                             "redis://HOST:6379 for replicas on any host to share, or memory:// (each worker its own "
+                             "counters)")
     parser.add_argument("--insecure-open", action="store_true",
                         help="serve without keys on an address other than loopback: anyone who reaches the port may "
                              "predict, give feedback and read the report and metrics (warned on every start)")
@@ -99,6 +101,22 @@ def _warn_open(host: str) -> None:
     LOGGER.warning(json.dumps({"event": "open_mode", "host": host, "warning":
                                f"no API keys: {where} may predict, give feedback on any prediction and read the A/B "
                                "report and /metrics (serve --api-keys FILE to require keys)"}))
+
+
+def _note_limit_scope(limiter: Any, workers: int) -> None:
+    """Say at start who shares the rate limits: a warning where each worker counts alone, a note where replicas do."""
+    scope = limiter.scope()
+    if scope == "process" and workers > 1:
+        LOGGER.warning(json.dumps({"event": "rate_limits_per_worker", "warning":
+                                   f"rate limits count in each of the {workers} workers (memory://): a client may "
+                                   "reach up to that many times its limit; sqlite:// (the default) shares them in "
+                                   "this replica, redis://HOST:6379 across replicas"}))
+    elif scope == "replica":
+        from serving.rate_limit_sqlite import database_path
+
+        LOGGER.info(json.dumps({"event": "rate_limits_per_replica", "file": database_path(limiter.storage_uri),
+                                "note": f"rate limits are shared by this replica's {workers} worker(s); other replicas "
+                                        "count on their own unless all give --rate-limit-storage redis://HOST:6379"}))
 
 
 def _log_to_stderr() -> None:
@@ -231,11 +249,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"serving {loaded} on http://{args.host}:{args.port} ({server}); log {state.store.describe()}", flush=True)
         if state.keys is None:
             _warn_open(args.host)
-        if use_gunicorn and args.workers > 1 and not state.limiter.shared():
-            LOGGER.warning(json.dumps({"event": "rate_limits_per_worker", "warning":
-                                       f"rate limits count in each of the {args.workers} workers (memory://): a client "
-                                       "may reach up to that many times its limit; give --rate-limit-storage "
-                                       "redis://HOST:6379 to share them"}))
+        _note_limit_scope(state.limiter, args.workers if use_gunicorn else 1)
         if state.limiter.shared() and not state.limiter.reachable():
             LOGGER.warning(json.dumps({"event": "rate_limit_store_unreachable", "warning":
                                        f"the rate-limit store {state.limiter.storage_uri.split('://')[0]}:// does not "

@@ -87,6 +87,7 @@ def test_open_mode_limits_by_address_when_configured(folders, tmp_path):
     ({"rate_limits": {"guest": {}}}, "rate_limits.guest: unknown role"),
     ({"rate_limits": {"client": {"bytes": "1/second"}}}, "rate_limits.client takes only requests, audio_seconds"),
     ({"rate_limit_storage": "carrier-pigeon://loft"}, "rate_limit_storage carrier-pigeon:// cannot be used"),
+    ({"rate_limit_storage": "sqlite://runs/limits.sqlite"}, "sqlite:// cannot be used .*ABSOLUTE/PATH"),
 ])
 def test_bad_limits_are_refused_naming_the_key(folders, tmp_path, overrides, message):
     with pytest.raises(InstrumentIdError, match=message):

@@ -1,12 +1,14 @@
 """Rate limits in the real `instrument-id serve`: two replicas of two gunicorn workers each, one client flooding
-both. With a shared Redis the client gets exactly its limit overall; with memory:// every process counts on its own,
-so the same traffic gets through at least once per replica (the warning serve prints at start is true)."""
+both. With a shared Redis the client gets exactly its limit overall; with the default store (a private SQLite file
+per replica) exactly its limit from each replica, its two workers counting together; with memory:// every worker
+counts on its own, so the same traffic gets past the limit in a replica (the warning serve prints at start is true)."""
 
 from __future__ import annotations
 
 import concurrent.futures
 import json
 from contextlib import ExitStack
+from pathlib import Path
 
 import pytest
 
@@ -25,15 +27,16 @@ REPLICAS = 2
 WORKERS = 2
 
 
-@pytest.mark.parametrize("storage", ["redis", "memory"])
-def test_a_client_is_held_at_its_limit_across_workers_and_replicas_only_with_redis(folders, tmp_path, request, storage):
-    uri = request.getfixturevalue("redis_url") if storage == "redis" else "memory://"
+@pytest.mark.parametrize("storage", ["redis", "default", "memory"])
+def test_a_client_is_held_at_its_limit_per_replica_by_default_and_across_replicas_with_redis(folders, tmp_path, request,
+                                                                                              storage):
+    uri = {"redis": request.getfixturevalue("redis_url") if storage == "redis" else None, "memory": "memory://"}
     keys_path = tmp_path / "keys.txt"
     alice, bob = add_key(keys_path, "client", "alice"), add_key(keys_path, "client", "bob")
     config_path = tmp_path / "serve.json"
     limits = {"client": {"requests": f"{LIMIT}/hour", "audio_seconds": "100000/hour"}}
-    config_path.write_text(json.dumps(app_config(folders, tmp_path / "log.sqlite", rate_limits=limits,
-                                                 rate_limit_storage=uri)))
+    storage_config = {"rate_limit_storage": uri[storage]} if storage in uri else {}  # default: none given
+    config_path.write_text(json.dumps(app_config(folders, tmp_path / "log.sqlite", rate_limits=limits, **storage_config)))
     wav = encode(music_clip(0.5, rate_hz=16000), 16000, "WAV", "PCM_16")
     with ExitStack() as stack:
         servers = [stack.enter_context(running_serve(config_path, tmp_path, workers=WORKERS, name=f"replica{n}",
@@ -56,15 +59,22 @@ def test_a_client_is_held_at_its_limit_across_workers_and_replicas_only_with_red
     refused = [body for _, status, body in answers if status == 429]
     assert all(f"{LIMIT} requests per 1 hour" in body["error"] for body in refused)
     assert bob_statuses == [200] * REPLICAS  # another client's budget is its own
+    passed = [sum(1 for where, status, _ in answers if where == replica and status == 200) for replica in range(REPLICAS)]
     warned = ['"event": "rate_limits_per_worker"' in log for log in logs]
+    private_files = [Path(json.loads(line)["file"]) for log in logs for line in log.splitlines()
+                     if '"event": "rate_limits_per_replica"' in line]
     if storage == "redis":
         assert statuses.count(200) == LIMIT  # one budget across 2 replicas x 2 workers
         for replica in range(REPLICAS):  # each replica got 2 * LIMIT of the requests and refused at least LIMIT
             assert sum(1 for where, status, _ in answers if where == replica and status == 429) >= LIMIT
-        assert warned == [False] * REPLICAS
+        assert warned == [False] * REPLICAS and private_files == []
+    elif storage == "default":
+        assert passed == [LIMIT] * REPLICAS  # one budget per replica, whichever of its 2 workers answered
+        assert warned == [False] * REPLICAS and len(set(private_files)) == REPLICAS
+        assert not any(file.parent.exists() for file in private_files)  # each master removed its folder on stopping
     else:
-        assert statuses.count(200) >= REPLICAS * LIMIT  # each replica (and each of its workers) counts alone
-        assert warned == [True] * REPLICAS
+        assert max(passed) > LIMIT  # each worker counts alone: the same traffic gets past the limit in a replica
+        assert warned == [True] * REPLICAS and private_files == []
 
 
 def test_an_unreachable_store_is_warned_at_start_and_answers_503_not_500(folders, tmp_path):
