@@ -15,6 +15,7 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
     "load": ("bench.load", "seconds to verify and load each shipped model in a fresh process, against an unverified load"),
     "analyze": ("bench.analyze", "streaming analyze of a long synthesized recording vs per-window naive and librosa: speed, macro-F1"),
     "report": ("bench.report_db", "/v2/ab/report on a log of 1M predictions, SQLite and PostgreSQL, vs reading every row"),
+    "rate-limits": ("bench.rate_limits", "microseconds the rate limiter adds per request: memory:// vs the shared SQLite file"),
     "replicas": ("bench.replicas", "two serve replicas on one PostgreSQL log under wrk: rows logged vs answers, sticky arms, reports"),
 }
 

@@ -163,6 +163,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--worker-class", choices=WORKER_CLASSES, default=None, help="default: serve's")
     parser.add_argument("--threads", type=int, default=None, help="threads per gthread worker (default: serve's)")
     parser.add_argument("--keepalive", type=int, default=None, help="gthread keep-alive seconds (default: serve's)")
+    parser.add_argument("--rate-limit-storage", default=None, metavar="URI",
+                        help="serve's --rate-limit-storage (default: serve's, a SQLite file its workers share); the "
+                             "limits apply to keyed clients, i.e. with --flood")
     parser.add_argument("--seconds", type=int, default=10, help="seconds of load per level (default 10)")
     parser.add_argument("--levels", nargs="+", action=CommaSeparated, default=["1", "8", "32"],
                         help="concurrent connections, e.g. 1 8 32 or 1,8,32 (default 1 8 32)")
@@ -224,7 +227,8 @@ def measure(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     load_before = os.getloadavg()[0]
     port = free_port()
     server_args = [item for flag, value in (("--workers", args.workers), ("--worker-class", args.worker_class),
-                                            ("--threads", args.threads), ("--keepalive", args.keepalive))
+                                            ("--threads", args.threads), ("--keepalive", args.keepalive),
+                                            ("--rate-limit-storage", args.rate_limit_storage))
                    if value is not None for item in (flag, str(value))]
     ours = [sys.executable, "-m", "instrument_id.cli", "serve", "--host", "127.0.0.1", "--port", str(port),
             "--config", str(work / "serve.json"), *server_args]
