@@ -30,9 +30,11 @@ from model_zoo.tflite_file import metadata_entries  # noqa: E402
 from train.musicnet import list_recordings, read_recording  # noqa: E402
 
 # Bounds on |TFLite - Keras| probabilities over the test split, ~5-10x what was observed: float32 is the same
-# arithmetic (2e-7); float16 rounds weights to 11 bits (1e-4); dynamic quantizes weights to 8 bits (3e-3);
-# int8 also quantizes activations and outputs in steps of 1/256 (7e-3).
-PROBABILITY_BOUNDS = {"none": 1e-5, "float16": 1e-3, "dynamic": 0.03, "int8": 0.05}
+# arithmetic (2e-7); float16 rounds weights to 11 bits (1e-4); dynamic quantizes weights to 8 bits (3e-3).
+# int8 also quantizes activations and outputs in steps of 1/256: 0.088 observed since its calibration covers
+# generated silence and noise too, ranges far wider than this small corpus's (0.011 before, when it missed silence
+# by 0.74); its bound is the export check's int8 tolerance.
+PROBABILITY_BOUNDS = {"none": 1e-5, "float16": 1e-3, "dynamic": 0.03, "int8": 0.15}
 # graph features vs the numpy extractor (observed 4e-4 on these pure-sine windows, whose spectral bandwidth
 # rests on the FFT noise floor where the two FFTs differ most; see test_tf_features)
 RAW_PROBABILITY_BOUND = 5e-3
