@@ -244,14 +244,15 @@ class ListenProcess:
         self.ready.set()
 
     def feed(self, chunks: list[bytes], pace_seconds: float | None) -> list[float]:
-        """Write the chunks (every pace_seconds, or at once); return each chunk's write time."""
+        """Write the chunks (every pace_seconds, or at once); return the time each chunk's write began (taken before
+        the write: on a loaded machine a line can arrive before this thread runs again after writing)."""
         assert self.ready.wait(120), "listen did not start"
         written, start = [], time.perf_counter()
         for i, chunk in enumerate(chunks):
             if pace_seconds is not None:
                 time.sleep(max(0.0, start + i * pace_seconds - time.perf_counter()))
-            self.proc.stdin.write(chunk)
             written.append(time.perf_counter())
+            self.proc.stdin.write(chunk)
         self.proc.stdin.close()
         return written
 
