@@ -7,6 +7,7 @@ import importlib
 import os
 import sys
 
+from instrument_id import native_logs
 from instrument_id.errors import InstrumentIdError
 from instrument_id.output import json_only
 
@@ -51,6 +52,8 @@ def missing_extra_message(command: str, module_name: str, exc: ImportError) -> s
 def build_parser() -> argparse.ArgumentParser:
     """The top-level parser with every subcommand's arguments."""
     parser = argparse.ArgumentParser(prog="instrument-id", description="Recognize the 11 MusicNet instruments in audio.")
+    parser.add_argument("--verbose", action="store_true",
+                        help="before the command: let TensorFlow's and LiteRT's own log lines through (hidden otherwise)")
     sub = parser.add_subparsers(dest="command", required=True)
     for name, (module_name, help_text) in COMMANDS.items():
         try:
@@ -79,8 +82,12 @@ def limit_blas_threads() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run one subcommand; expected failures print one line and exit 2."""
+    """Run one subcommand; expected failures print one line and exit 2. A leading --verbose lets TensorFlow's and
+    LiteRT's own log lines through."""
     argv = sys.argv[1:] if argv is None else argv
+    verbose = bool(argv) and argv[0] == "--verbose"
+    argv = argv[1:] if verbose else argv
+    native_logs.configure(verbose)  # before any command imports TensorFlow
     limit_blas_threads()
     if argv and argv[0] in COMMANDS and argv[0] not in ("-h", "--help"):
         parser = argparse.ArgumentParser(prog=f"instrument-id {argv[0]}", description=COMMANDS[argv[0]][1])

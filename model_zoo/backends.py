@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from instrument_id import native_logs
 from instrument_id.errors import InstrumentIdError
 from instrument_id.instruments import NUM_INSTRUMENTS
 from model_zoo.fast_forest import FastForest
@@ -27,8 +28,8 @@ KNOWN_SKOPS_TYPES = frozenset({"sklearn.tree._tree.Tree"})
 
 
 def quiet_tensorflow() -> None:
-    """Silence TensorFlow's C++ start-up logging unless the user asked for it."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    """Silence TensorFlow's C++ logging unless the user asked for it (--verbose, or TF_CPP_MIN_LOG_LEVEL)."""
+    os.environ.setdefault(native_logs.TF_LOG_LEVEL_VARIABLE, native_logs.tf_log_level())
 
 
 FAST_FOREST_MAX_ROWS = 128  # measured: the numpy walk wins below ~200 rows (0.2 ms vs ~10 ms for one), sklearn above

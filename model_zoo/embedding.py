@@ -17,6 +17,7 @@ import numpy as np
 
 from instrument_id.errors import InstrumentIdError
 from instrument_id.logmel import LogMelParams
+from instrument_id.native_logs import native_logs_filtered
 from model_zoo.zoo import file_digest
 
 DEFAULT_EMBEDDING_DIR = Path(__file__).resolve().parent / "embeddings" / "musicnn"
@@ -96,7 +97,8 @@ class Embedding:
         if runtime == "tflite":
             from ai_edge_litert.interpreter import Interpreter
 
-            self._runner = Interpreter(model_path=str(model_path), num_threads=num_threads).get_signature_runner()
+            with native_logs_filtered():  # LiteRT announces its XNNPACK delegate on fd 2
+                self._runner = Interpreter(model_path=str(model_path), num_threads=num_threads).get_signature_runner()
         else:
             import keras
 

@@ -165,8 +165,16 @@ class Model:
                                     "(samples far outside -1..1?)")
         return np.asarray(probabilities, np.float32), np.asarray(decisions, bool)
 
+    @property
+    def label(self) -> str:
+        """The name reports give the model: its folder's name, whatever it was trained as (a lone .tflite file: its
+        stem; an unsaved model: its name)."""
+        if self.path is None or not self.manifest:
+            return self.name
+        return (self.path.parent if self.path.suffix == ".tflite" else self.path).name
+
     def describe(self) -> dict[str, Any]:
         """JSON-ready identity of the model."""
-        return {"path": None if self.path is None else str(self.path), "name": self.name, "version": self.version,
-                "kind": self.kind, "runtime": self.runtime, "feature_set": self.feature_set.label,
+        return {"path": None if self.path is None else str(self.path), "label": self.label, "name": self.name,
+                "version": self.version, "kind": self.kind, "runtime": self.runtime, "feature_set": self.feature_set.label,
                 "takes_audio": self.takes_audio, "tflite_file": getattr(self, "tflite_file", None)}

@@ -16,6 +16,7 @@ import numpy as np
 from instrument_id.errors import InstrumentIdError
 from instrument_id.instruments import NUM_INSTRUMENTS, column_names
 from instrument_id.feature_sets import FeatureSetSpec, stored_feature_set
+from instrument_id.native_logs import native_logs_filtered
 from instrument_id.params import AudioParams
 from instrument_id.pipeline import FeaturePipeline
 from model_zoo.featurizers import warm_up
@@ -62,8 +63,9 @@ def _open(path: Path, num_threads: int | None) -> tuple[bytes, Any, str]:
     data = read_tflite_bytes(path)
     interpreter_type, runtime = interpreter_class()
     try:
-        interpreter = interpreter_type(model_content=data, num_threads=num_threads)
-        interpreter.allocate_tensors()
+        with native_logs_filtered():  # LiteRT announces its XNNPACK delegate on fd 2
+            interpreter = interpreter_type(model_content=data, num_threads=num_threads)
+            interpreter.allocate_tensors()
     except (ValueError, RuntimeError) as exc:
         raise InstrumentIdError(f"{path} is not a TFLite model ({str(exc).strip().splitlines()[0]})") from None
     return data, interpreter, runtime

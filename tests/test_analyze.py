@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
 import subprocess
 import sys
 import threading
@@ -156,7 +157,9 @@ def test_analyze_and_listen_run_the_shipped_musicnn_model_on_whole_windows(tmp_p
     assert len(report["windows"]["start_seconds"]) == len(windows) > 5
     np.testing.assert_allclose(np.array(report["windows"]["probabilities"]), probabilities, atol=1e-5)
     assert np.array_equal(np.array(report["windows"]["decisions"], bool), decisions)
-    assert "[musicnn]" in capsys.readouterr().out
+    # named by its folder: trained as an MLP head, it used to print as "model mlp [musicnn]"
+    assert "model musicnn [musicnn] (tflite, version" in capsys.readouterr().out
+    assert report["model"]["label"] == "musicnn" and report["model"]["name"] == "mlp"
 
 
 def test_short_file_is_one_padded_window_with_a_warning(model_dir, tmp_path, capsys):
@@ -265,14 +268,16 @@ class ListenProcess:
         return code
 
 
-def test_listen_s16le_stereo_44k_matches_the_file_path_and_skips_an_odd_trailing_byte(model_dir):
+def test_listen_s16le_stereo_44k_matches_the_file_path_and_skips_an_odd_trailing_byte(model_dir, tmp_path):
     mono = band_audio(6.3, 44100, seed=8)
     pcm = np.round(np.stack([mono, -mono], axis=1) * 32767).astype("<i2")  # (samples, 2) interleaved
-    listen = ListenProcess(["--rate", "44100", "--channels", "2", "--format", "s16le", "--model", str(model_dir),
+    folder = shutil.copytree(model_dir, tmp_path / "studio-lr")  # trained as lr, named by its folder
+    listen = ListenProcess(["--rate", "44100", "--channels", "2", "--format", "s16le", "--model", str(folder),
                             "--hop", str(HOP_SECONDS), "--json"])
     listen.feed([pcm.tobytes() + b"\x01"], pace_seconds=None)
     assert listen.wait() == 0, "".join(listen.stderr)
     assert any("skipped 1 trailing byte" in line for line in listen.stderr)
+    assert any(line.startswith("listening:") and "model studio-lr [seed26]" in line for line in listen.stderr)
 
     model = load_model(model_dir)
     heard = (pcm.astype(np.float32).mean(axis=1) / 32768).astype(np.float32)

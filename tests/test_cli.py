@@ -1,12 +1,16 @@
-"""The CLI in an install without a command's libraries: one line naming the extra, exit 2, no traceback."""
+"""The CLI: a missing library is one line naming the extra; --json keeps stdout parseable; every help formats;
+the command line shows only the product's own output unless --verbose."""
 
 from __future__ import annotations
 
+import os
+import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
-from instrument_id import cli
+from instrument_id import cli, native_logs
 
 
 def test_a_missing_library_is_one_line_naming_the_extra(monkeypatch, capsys):
@@ -54,3 +58,32 @@ def test_the_top_level_help_and_every_subcommands_help_format(capsys):
         printed = capsys.readouterr().out
         assert printed.startswith("usage: instrument-id"), argv
     assert "95-percent interval" in " ".join(cli.build_parser().format_help().split())
+
+
+def _run_cli(args: list[str]) -> subprocess.CompletedProcess:
+    """The real command in a fresh process, with no TensorFlow log setting of the caller's."""
+    env = {k: v for k, v in os.environ.items() if k not in (native_logs.TF_LOG_LEVEL_VARIABLE, native_logs.VERBOSE_VARIABLE)}
+    return subprocess.run([sys.executable, "-m", "instrument_id.cli", *args], capture_output=True, env=env, timeout=600)
+
+
+def test_tensorflow_and_litert_log_lines_show_only_with_verbose(tmp_path: Path) -> None:
+    pytest.importorskip("tensorflow")
+    pytest.importorskip("ai_edge_litert.interpreter")
+    from synthetic_features import make_featureset
+
+    features = tmp_path / "features.npz"
+    make_featureset(300, separation=5.0).save(features)
+    model = tmp_path / "models" / "mlp"
+    assert cli.main(["train", "--features", str(features), "--model", "mlp", "--out", str(model.parent), "--epochs", "2",
+                     "--quiet"]) == 0
+    evaluate = ["evaluate", "--model", str(model), "--features", str(features), "--out", str(tmp_path / "report"),
+                "--timing-runs", "1"]
+    convert = ["convert", "--model", str(model), "--quant", "int8", "--features", str(features)]  # LiteRT runs its check
+    for args in (evaluate, convert):
+        quiet = _run_cli(args)
+        assert quiet.returncode == 0 and quiet.stderr == b"", quiet.stderr.decode()
+        assert quiet.stdout.decode().splitlines()[0].startswith(("mlp: macro-F1", "check model_int8.tflite"))
+        loud = _run_cli(["--verbose", *args])
+        assert loud.returncode == 0 and loud.stdout.count(b"\n") == quiet.stdout.count(b"\n")
+        assert native_logs.native_log_lines(loud.stderr), loud.stderr.decode()
+    assert b"INFO: Created TensorFlow Lite XNNPACK delegate" in loud.stderr and b"fully_quantize: " in loud.stderr

@@ -80,3 +80,32 @@ def test_the_command_prints_and_writes_the_comparison_and_names_bad_input(tmp_pa
     damaged.write_text(header + "\n" + body.replace("clarinet(72)", "kazoo(0)", 1))
     with pytest.raises(InstrumentIdError, match=r"damaged.csv, line \d+: bad instrument"):
         read_predictions(damaged)
+
+
+def test_a_report_from_before_folder_labels_pairs_by_folder_name(tmp_path: Path) -> None:
+    Y, files = clips()
+    weak, strong, other = model_output(Y, 0.3, seed=1), model_output(Y, 0.8, seed=2), model_output(Y, 0.5, seed=3)
+    # evaluate labelled models as trained: two folders trained as mlp got their paths, a lone one its name
+    before = write_report(tmp_path / "before", Y, files, {"model_zoo/models/musicnn": weak, "model_zoo/models/mlp": other,
+                                                          "rf": other})
+    (before / "report.json").write_text(json.dumps({"models": {
+        "model_zoo/models/musicnn": {"name": "mlp", "kind": "keras", "path": "model_zoo/models/musicnn"},
+        "model_zoo/models/mlp": {"name": "mlp", "kind": "keras", "path": "model_zoo/models/mlp"},
+        "rf": {"name": "rf", "kind": "sklearn", "path": "model_zoo/models/rf"}}}))
+    lone = write_report(tmp_path / "lone", Y, files, {"mlp": weak})
+    (lone / "report.json").write_text(json.dumps({"models": {
+        "mlp": {"name": "mlp", "kind": "keras", "path": "runs/musicnn-models/musicnn"}}}))
+    after = write_report(tmp_path / "after", Y, files, {"musicnn": strong, "mlp": other})
+    (after / "report.json").write_text(json.dumps({"models": {
+        "musicnn": {"name": "musicnn", "model_kind": "mlp", "kind": "keras", "path": "runs/new/musicnn"},
+        "mlp": {"name": "mlp", "model_kind": "mlp", "kind": "keras", "path": "runs/new/mlp"}}}))
+    assert sorted(read_predictions(before)[2]) == ["mlp", "musicnn", "rf"]
+    result = compare(before, after, None, resamples=200, seed=0)
+    by = {entry["before_model"]: entry for entry in result["models"]}
+    assert sorted(by) == ["mlp", "musicnn"] and all(e["after_model"] == e["before_model"] for e in by.values())
+    assert by["musicnn"]["macro_f1"]["change"] > 0.2 and by["mlp"]["macro_f1"]["change"] == 0.0
+    result = compare(lone, after, None, resamples=200, seed=0)
+    assert [(e["before_model"], e["after_model"]) for e in result["models"]] == [("musicnn", "musicnn")]
+    (lone / "report.json").write_text("{}")
+    with pytest.raises(InstrumentIdError, match=r"lone/report.json: not the report.json of instrument-id evaluate"):
+        read_predictions(lone)

@@ -188,6 +188,23 @@ def test_clips_are_scored_by_their_highest_window(trained, tmp_path, capsys):
     assert "| viola(42) | 0 | n/a |" in (out / "report.md").read_text()
 
 
+def test_models_are_labelled_by_their_folder_and_keep_their_kind(trained, tmp_path, capsys):
+    models = tmp_path / "models"
+    shutil.copytree(trained["models"] / "mlp", models / "studio-head")  # trained as mlp, named by its folder
+    shutil.copytree(trained["models"] / "rf", models / "rf")
+    labels = _write_clips(tmp_path / "clips", CLIPS[:3])
+    out = tmp_path / "report"
+    assert main(["evaluate", "--model", str(models / "studio-head"), str(models / "rf"), "--clips",
+                 str(tmp_path / "clips"), "--labels", str(labels), "--out", str(out), "--timing-runs", "1"]) == 0
+    assert "studio-head: macro-F1 clips" in capsys.readouterr().out
+    figures = json.loads((out / "report.json").read_text())
+    assert {label: (e["name"], e["model_kind"], e["kind"]) for label, e in figures["models"].items()} == {
+        "studio-head": ("studio-head", "mlp", "keras"), "rf": ("rf", "rf", "sklearn")}
+    with open(out / "predictions.csv", newline="") as handle:
+        assert {row["model"] for row in csv.DictReader(handle)} == {"studio-head", "rf"}
+    assert "### studio-head (mlp, keras, version" in (out / "report.md").read_text()
+
+
 def _save_raw(path: Path, features: FeatureSet, X: np.ndarray) -> None:
     """A feature file as FeatureSet.save writes it, but with arbitrary features (FeatureSet itself refuses them)."""
     np.savez(

@@ -165,7 +165,7 @@ def write_outputs(prefix: Path, timeline: Any, envelope: Any, report: dict[str, 
 
         png = prefix.with_name(prefix.name + ".png")
         model = report["model"]
-        plot_timeline(png, timeline, envelope, f"{Path(report['file']).name}: {model['name']} "
+        plot_timeline(png, timeline, envelope, f"{Path(report['file']).name}: {model['label']} "
                                                f"({model['runtime']}, version {model['version']})")
         written.append(png)
     return written
@@ -194,7 +194,7 @@ def run(args: argparse.Namespace) -> int:
     prefix = args.out if args.out is not None else args.file.with_suffix("")
     written = write_outputs(prefix, timeline, envelope, report, plot=not args.no_plot, warn=warn)
     print(f"{args.file}: {timeline.duration_seconds:.1f} s, {facts['sample_rate_hz']} Hz, {facts['channels']} channel(s); "
-          f"model {scorer.name} [{scorer.feature_set.name}] ({scorer.runtime}, version {scorer.version})")
+          f"model {scorer.label} [{scorer.feature_set.name}] ({scorer.runtime}, version {scorer.version})")
     for line in summary_lines(timeline):
         print(line)
     print(f"analyzed in {facts['analysis_seconds']:.2f} s ({facts['real_time_factor']:g}x real time; decoding "

@@ -25,6 +25,7 @@ from instrument_id.atomic import write_bytes_atomic
 from instrument_id.errors import InstrumentIdError
 from instrument_id.feature_sets import SEED26, FeatureSetSpec
 from instrument_id.instruments import column_names
+from instrument_id.native_logs import native_logs_filtered
 from instrument_id.params import AudioParams
 from instrument_id.pipeline import FeaturePipeline
 from model_zoo.tflite_file import METADATA_NAME
@@ -94,7 +95,7 @@ def _convert(function: Any, quant: str, representative: np.ndarray | None) -> by
     elif quant == "int8":
         converter.representative_dataset = lambda: _calibration(representative)
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), native_logs_filtered():  # int8 conversion prints its settings on fd 2
         # TF warns that float inputs carry no quantization statistics: intended, the QUANTIZE op uses calibrated ones
         warnings.filterwarnings("ignore", message="Statistics for quantized inputs were expected", category=UserWarning)
         return converter.convert()

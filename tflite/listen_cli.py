@@ -135,7 +135,7 @@ def run(args: argparse.Namespace) -> int:
     frame_bytes = FORMATS[args.format].itemsize * args.channels
     garbage = GarbageReport(args.rate)
     fd = sys.stdin.buffer.fileno()
-    print(f"listening: {args.format}, {args.rate} Hz, {args.channels} channel(s); model {scorer.name} "
+    print(f"listening: {args.format}, {args.rate} Hz, {args.channels} channel(s); model {scorer.label} "
           f"[{scorer.feature_set.name}] ({scorer.runtime}, version {scorer.version}); a line every {analyzer.hop_seconds:.3f} s once "
           f"{window_seconds:g} s have arrived", file=sys.stderr, flush=True)
 

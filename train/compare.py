@@ -4,13 +4,15 @@ Reads the predictions.csv of two `instrument-id evaluate --clips` reports (befor
 macro-F1, mAP and the share of no-instrument clips answered with nothing before and after, and a paired bootstrap of
 their change: clips are resampled with replacement (the same clips for both sides) and the 2.5 / 97.5 percentiles
 of the change are its 95% interval. Macro-F1 and mAP average the instruments present in the resample, as evaluate
-does on the whole set.
+does on the whole set. Models pair up by label, their folder's name; a report from before evaluate used folder
+names (when model_zoo/models/musicnn was labelled 'mlp') is relabelled from the paths in its report.json.
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import json
 from pathlib import Path
 from typing import Any
 
@@ -25,9 +27,28 @@ from instrument_id.output import publish
 FIGURES = ("macro_f1", "mAP", "quiet_share")
 
 
+def folder_labels(predictions_csv: Path) -> dict[str, str]:
+    """{label in predictions.csv: its model folder's name} for a report written when evaluate labelled models by the
+    name they were trained as (model_zoo/models/musicnn was 'mlp'), from the report.json beside it; {} otherwise.
+    Two folders of one name keep their paths, as evaluate labels them today."""
+    report_json = predictions_csv.with_name("report.json")
+    if not report_json.is_file():
+        return {}
+    try:
+        models = json.loads(report_json.read_text(encoding="utf-8"))["models"]
+        if any("model_kind" in entry for entry in models.values()):  # labelled by folder already
+            return {}
+        paths = {label: str(entry["path"]) for label, entry in models.items()}
+    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise InstrumentIdError(f"{report_json}: not the report.json of instrument-id evaluate ({exc})") from None
+    names = [Path(p).name for p in paths.values()]
+    return {label: Path(p).name if names.count(Path(p).name) == 1 else p for label, p in paths.items()}
+
+
 def read_predictions(path: Path) -> tuple[list[str], np.ndarray, dict[str, tuple[np.ndarray, np.ndarray]]]:
     """(clip files, Y (n, 11), {model label: (probabilities (n, 11), decisions (n, 11) bool)}) from a report's
-    predictions.csv (or the report folder holding it); a damaged file is refused naming it and the row."""
+    predictions.csv (or the report folder holding it), labels as evaluate gives them today (folder names, see
+    folder_labels); a damaged file is refused naming it and the row."""
     path = path / "predictions.csv" if path.is_dir() else path
     if not path.is_file():
         raise InstrumentIdError(f"{path}: no such file; give a report folder of `instrument-id evaluate --clips`")
@@ -59,10 +80,12 @@ def read_predictions(path: Path) -> tuple[list[str], np.ndarray, dict[str, tuple
     if not files:
         raise InstrumentIdError(f"{path}: holds no predictions")
     out = {}
+    relabel = folder_labels(path)
     for label, by_file in models.items():
         if set(by_file) != set(files):
             raise InstrumentIdError(f"{path}: model {label} lacks predictions for {sorted(set(files) - set(by_file))[:3]}")
-        out[label] = (np.stack([by_file[f][0] for f in files]), np.stack([by_file[f][1] for f in files]))
+        out[relabel.get(label, label)] = (np.stack([by_file[f][0] for f in files]),
+                                          np.stack([by_file[f][1] for f in files]))
     return files, np.stack([truth[f] for f in files]), out
 
 

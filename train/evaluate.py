@@ -82,12 +82,12 @@ def resolve_model_dirs(dirs: list[Path]) -> list[Path]:
 
 
 def load_models(model_dirs: list[Path]) -> dict[str, Any]:
-    """Verify and load every folder; keyed by model name, or by folder path when two share a name."""
+    """Verify and load every folder; keyed by folder name (the model's label), or by path when two share a name."""
     from model_zoo import open_model
 
     models = [open_model(path, "zoo") for path in model_dirs]
-    names = [m.name for m in models]
-    return {(m.name if names.count(m.name) == 1 else str(m.path)): m for m in models}
+    labels = [m.label for m in models]
+    return {(m.label if labels.count(m.label) == 1 else str(m.path)): m for m in models}
 
 
 def scored_metrics(Y: np.ndarray, decisions: np.ndarray, probabilities: np.ndarray) -> dict[str, Any]:
@@ -144,7 +144,8 @@ def _model_entry(model: Any) -> dict[str, Any]:
     from instrument_id.instruments import column_names
 
     return {
-        "name": model.name, "kind": model.kind, "version": model.version, "path": str(model.path),
+        "name": model.label, "model_kind": model.name, "kind": model.kind, "version": model.version,
+        "path": str(model.path),
         "pca_components": model.params.pca_components, "feature_set": model.feature_set.to_dict(),
         "thresholds": dict(zip(column_names(), model.pipeline.thresholds.tolist())),
     }

@@ -136,7 +136,7 @@ def _per_instrument(models: dict[str, Any], split: str) -> list[str]:
         detail = [[c, _fmt(per[c]["precision"]), _fmt(per[c]["recall"]), _fmt(per[c]["f1"]),
                    _fmt(per[c]["average_precision"]), str(per[c]["support"]), str(per[c]["predicted_positives"]),
                    _fmt(e["thresholds"][c], 2)] for c in column_names()]
-        lines += ["", f"### {label} ({e['kind']}, version {e['version']}, {split})", "",
+        lines += ["", f"### {label} ({e['model_kind']}, {e['kind']}, version {e['version']}, {split})", "",
                   *_table(["instrument", "precision", "recall", "F1", "AP", "support", "predicted", "threshold"], detail)]
     return lines
 
