@@ -77,8 +77,8 @@ def test_int8_calibrated_on_foreign_values_is_not_written(built, other_mlp, tmp_
     assert "model_int8.tflite" in json.loads((folder / "manifest.json").read_text())["files"]
 
 
-@pytest.mark.parametrize("name,quant", [("mlp", "none"), ("mlp", "float16"), ("mlp", "dynamic"), ("mlp", "int8"), ("mlp", "raw"),
-                                        ("musicnn", "raw")])
+@pytest.mark.parametrize("name,quant", [("mlp", "none"), ("mlp", "float16"), ("mlp", "dynamic"), ("mlp", "int8"),
+                                        ("mlp", "raw"), ("musicnn", "raw")])
 def test_shipped_files_pass_their_check(name, quant):
     check = check_export(SHIPPED / name / VARIANT_FILES[quant], quant, load_model(SHIPPED / name))
     assert check.passed, check.line()
