@@ -93,12 +93,38 @@ def build(network, width: int, mean: np.ndarray, scale: np.ndarray, fine_tune: b
     return keras.Model(frames, layers.Dense(11, activation="sigmoid")(x))
 
 
-def pooled_embedding(network, frames: np.ndarray) -> np.ndarray:
-    """(n, T, 561) front-end frames -> (n, 1506) max_pool + mean_pool through the pretrained mid end."""
+def pooled_embedding(network, frames) -> np.ndarray:
+    """Batches of (n, T, 561) front-end frames -> (n, 1506) max_pool + mean_pool through the pretrained mid end."""
     import keras
 
-    inputs, pooled = mid_end_pooled(network, frames.shape[2], fine_tune=False)
-    return np.asarray(keras.Model(inputs, pooled).predict(frames, batch_size=128, verbose=0))
+    inputs, pooled = mid_end_pooled(network, 561, fine_tune=False)
+    return np.asarray(keras.Model(inputs, pooled).predict(frames, verbose=0))
+
+
+def batches(X: np.ndarray, Y: np.ndarray, batch_size: int, shuffle_seed: int | None):
+    """A keras PyDataset slicing (n, T, 561) float16 frames into float32 batches: model.fit on the whole array
+    copies it into tensors (the first run of this study was killed for memory at 23.7 GB)."""
+    import keras
+
+    class Batches(keras.utils.PyDataset):
+        def __init__(self) -> None:
+            super().__init__()
+            self.order = np.arange(len(X))
+            self.rng = np.random.default_rng(shuffle_seed)
+            self.on_epoch_end()
+
+        def __len__(self) -> int:
+            return -(-len(X) // batch_size)
+
+        def __getitem__(self, index: int):
+            rows = np.sort(self.order[index * batch_size:(index + 1) * batch_size])
+            return X[rows].astype(np.float32), Y[rows]  # (b, T, 561), (b, 11)
+
+        def on_epoch_end(self) -> None:
+            if shuffle_seed is not None:
+                self.rng.shuffle(self.order)
+
+    return Batches()
 
 
 def fit(model, train, valid, learning_rate: float, epochs: int, patience: int, seed: int) -> dict:
@@ -110,7 +136,7 @@ def fit(model, train, valid, learning_rate: float, epochs: int, patience: int, s
     seed_everything(seed)
     model.compile(optimizer=keras.optimizers.Adam(learning_rate=learning_rate),
                   loss=WeightedBinaryCrossentropy(positive_weights(train[1]).tolist()), metrics=[auc_pr_metric(valid[1])])
-    history = model.fit(train[0], train[1], validation_data=valid, epochs=epochs, batch_size=128,
+    history = model.fit(batches(*train, 128, seed), validation_data=batches(*valid, 256, None), epochs=epochs,
                         callbacks=[early_stopping(patience)], verbose=2)
     auc = history.history["val_auc_pr"]
     return {"epochs": len(auc), "best_epoch": int(np.argmax(auc)) + 1, "half_a_auc_pr": float(np.max(auc))}
@@ -162,9 +188,10 @@ def main() -> int:
     in_a = np.isin(ids, sorted(set(ids))[0::2])
     print(f"windows: train {len(X_train)} (soundfonts {len(parts[0][0])}, real {len(parts[1][0])}), "
           f"half A {int(in_a.sum())}, half B {int((~in_a).sum())}", flush=True)
-    pooled_train = pooled_embedding(network, X_train)
+    pooled_train = pooled_embedding(network, batches(X_train, Y_train, 256, None))
     mean, scale = pooled_train.mean(axis=0), np.maximum(pooled_train.std(axis=0), 1e-6)
-    rows: dict[str, dict] = {}
+    table = args.out / "finetune_study.json"
+    rows: dict[str, dict] = json.loads(table.read_text()) if table.is_file() else {}  # arms run before are kept
     for arm in args.arms:
         kind, lr = arm.split(":")
         fine_tune, lr = kind == "fine-tuned", float(lr)
@@ -173,12 +200,12 @@ def main() -> int:
         model = build(network, X_train.shape[2], mean, scale, fine_tune)
         record = fit(model, (X_train, Y_train), (X_valid[in_a], Y_valid[in_a]), lr, args.epochs, args.patience,
                      args.seed)
-        P_a = model.predict(X_valid[in_a], batch_size=256, verbose=0)
-        P_b = model.predict(X_valid[~in_a], batch_size=256, verbose=0)
+        P_a = model.predict(batches(X_valid[in_a], Y_valid[in_a], 256, None), verbose=0)
+        P_b = model.predict(batches(X_valid[~in_a], Y_valid[~in_a], 256, None), verbose=0)
         rows[name] = {**record, "trainable_params": int(sum(np.prod(w.shape) for w in model.trainable_weights)),
                       **score(P_a, Y_valid[in_a], P_b, Y_valid[~in_a])}
         print(name, json.dumps({k: v for k, v in rows[name].items() if k != "per_instrument_f1"}), flush=True)
-        write_text_atomic(args.out / "finetune_study.json", json.dumps(rows, indent=1) + "\n")
+        write_text_atomic(table, json.dumps(rows, indent=1) + "\n")
     lines = ["| arm | trainable parameters | best epoch | half B macro-F1 (10) | mAP | quiet |", "|---|---|---|---|---|---|"]
     lines += [f"| {n} | {r['trainable_params']:,} | {r['best_epoch']} | {r['macro_f1']:.3f} | {r['mAP']:.3f} | "
               f"{r['quiet']:.2f} |" for n, r in rows.items()]
