@@ -9,6 +9,8 @@ and the thresholds, half B scores.
 
     .venv/bin/python scripts/finetune_study.py --soundfonts data/synth --real data/synth-real \
         --real-valid data/synth-real-valid --out runs/finetune-study
+    .venv/bin/python scripts/finetune_study.py --out runs/finetune-study --arms frozen:1e-3 fine-tuned:3e-4 \
+        --judge-clips ../shared/data/real-dev/medley-solos-db --labels ../shared/data/real-dev/medley-solos-db/labels.csv
 """
 
 from __future__ import annotations
@@ -154,11 +156,43 @@ def score(P_a: np.ndarray, Y_a: np.ndarray, P_b: np.ndarray, Y_b: np.ndarray) ->
             "per_instrument_f1": {c: round(per[c]["f1"], 3) for c in keep}}
 
 
+def judge_clips(out: Path, arms: list[str], clips_dir: Path, labels_csv: Path) -> int:
+    """Each saved arm on labelled clips, as `evaluate --clips` scores a model: a clip's probability per instrument is
+    its highest window's, its decision that window's against the arm's half-A thresholds."""
+    import keras
+
+    from instrument_id.audio import frame_windows, load_mono
+    from train.clips import read_labels
+
+    spec = musicnn_spec()
+    params, logmel_params = default_params(spec), LogMelParams.from_dict(spec.settings["logmel"])
+    network, _manifest = load_keras_network()
+    front = keras.Model(network.input, network.get_layer("front_end").output)
+    clips = read_labels(labels_csv, clips_dir)
+    frames = [front.predict(log_mel(frame_windows(load_mono(p, params), params), logmel_params), verbose=0)
+              for p in tqdm(clips.paths, desc="clip front end", unit="clip")]  # per clip (n_windows, T, 561)
+    rows = {}
+    for arm in arms:
+        kind, lr = arm.split(":")
+        model = keras.saving.load_model(out / f"{kind}-{float(lr):g}.keras", compile=False)
+        thresholds = np.array(json.loads((out / f"{kind}-{float(lr):g}.thresholds.json").read_text()))
+        P = np.stack([model.predict(f, verbose=0).max(axis=0) for f in frames])  # (n_clips, 11)
+        m = scored_metrics(clips.Y, P >= thresholds, P)
+        per = m["per_instrument"]
+        rows[arm] = {"macro_f1": m["macro_f1"], "mAP": m["mAP"], "ece": m["ece"],
+                     "quiet": m["no_instrument_rows"]["predicted_nothing_fraction"],
+                     "f1": {c: round(per[c]["f1"], 3) for c in per if per[c]["support"] > 0},
+                     "ap": {c: round(per[c]["average_precision"], 3) for c in per if per[c]["support"] > 0}}
+        print(arm, json.dumps(rows[arm]), flush=True)
+    write_text_atomic(out / f"judged-{clips_dir.name}.json", json.dumps(rows, indent=1) + "\n")
+    return 0
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--soundfonts", type=Path, required=True)
-    parser.add_argument("--real", type=Path, required=True)
-    parser.add_argument("--real-valid", type=Path, required=True)
+    parser.add_argument("--soundfonts", type=Path)
+    parser.add_argument("--real", type=Path)
+    parser.add_argument("--real-valid", type=Path)
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--share", type=float, default=0.4, help="share of each training corpus's windows (0.4)")
     parser.add_argument("--valid-share", type=float, default=1.0, help="share of the held-out corpus's windows")
@@ -168,8 +202,13 @@ def main() -> int:
     parser.add_argument("--epochs", type=int, default=40)
     parser.add_argument("--patience", type=int, default=6)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--judge-clips", type=Path, help="instead of training: judge the saved --arms on this folder "
+                        "of labelled clips (with --labels), once")
+    parser.add_argument("--labels", type=Path)
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
+    if args.judge_clips:
+        return judge_clips(args.out, args.arms, args.judge_clips, args.labels)
     network, _manifest = load_keras_network()
     cache = args.out / f"front_end_frames-{args.share:g}-{args.valid_share:g}-{args.seed}.npz"
     if cache.is_file():  # the front end is most of the work: computed once per share and seed
@@ -204,6 +243,9 @@ def main() -> int:
         P_b = model.predict(batches(X_valid[~in_a], Y_valid[~in_a], 256, None), verbose=0)
         rows[name] = {**record, "trainable_params": int(sum(np.prod(w.shape) for w in model.trainable_weights)),
                       **score(P_a, Y_valid[in_a], P_b, Y_valid[~in_a])}
+        model.save(args.out / f"{kind}-{lr:g}.keras")  # judged on labelled clips with --judge-clips
+        write_text_atomic(args.out / f"{kind}-{lr:g}.thresholds.json",
+                          json.dumps(choose_thresholds(Y_valid[in_a], P_a).tolist()) + "\n")
         print(name, json.dumps({k: v for k, v in rows[name].items() if k != "per_instrument_f1"}), flush=True)
         write_text_atomic(table, json.dumps(rows, indent=1) + "\n")
     lines = ["| arm | trainable parameters | best epoch | half B macro-F1 (10) | mAP | quiet |", "|---|---|---|---|---|---|"]
