@@ -16,7 +16,7 @@ from typing import Iterator
 
 import pytest
 
-from serve_process import free_port
+from serve_process import free_port, stop_process
 
 START_TIMEOUT_SECONDS = 20.0
 START_ATTEMPTS = 5  # a free port can be taken by another process before redis-server binds it
@@ -60,12 +60,7 @@ def private_redis(folder: Path) -> Iterator[str]:
     try:
         yield f"redis://127.0.0.1:{port}/0"
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop_process(process, 10)
 
 
 @pytest.fixture

@@ -24,6 +24,17 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
+def stop_process(process: subprocess.Popen, timeout_s: float) -> None:
+    """SIGTERM, wait up to timeout_s, then SIGKILL: a test's server never outlives it."""
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
 def call(url: str, body: bytes | None = None, headers: dict | None = None, timeout_s: float = 60) -> tuple[int, dict | str]:
     """(status, JSON body or text) of one request; connection failures raise (OSError, HTTPException)."""
     request = urllib.request.Request(url, data=body, headers=headers or {}, method="POST" if body is not None else "GET")
@@ -115,10 +126,4 @@ def running_serve(config_path: Path, log_dir: Path, workers: int = 2, name: str 
         server.wait_ready()
         yield server
     finally:
-        if process.poll() is None:
-            process.terminate()
-            try:
-                process.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+        stop_process(process, 60)

@@ -1,7 +1,7 @@
 """Rate limits in the real `instrument-id serve`: two replicas of two gunicorn workers each, one client flooding
 both. With a shared Redis the client gets exactly its limit overall; with the default store (a private SQLite file
 per replica) exactly its limit from each replica, its two workers counting together; with memory:// every worker
-counts on its own, so the same traffic gets past the limit in a replica (the warning serve prints at start is true)."""
+counts on its own, and serve warns so at start."""
 
 from __future__ import annotations
 
@@ -73,7 +73,10 @@ def test_a_client_is_held_at_its_limit_per_replica_by_default_and_across_replica
         assert warned == [False] * REPLICAS and len(set(private_files)) == REPLICAS
         assert not any(file.parent.exists() for file in private_files)  # each master removed its folder on stopping
     else:
-        assert max(passed) > LIMIT  # each worker counts alone: the same traffic gets past the limit in a replica
+        # each worker counts alone, so a replica lets through its limit or more: how much more depends on which worker
+        # accepts each connection, which a loaded machine skews to one (flaky as an equality; the exact per-worker
+        # excess is shown with forked processes in test_serving_limits_sqlite.py); serve says so at start
+        assert min(passed) >= LIMIT
         assert warned == [True] * REPLICAS and private_files == []
 
 
