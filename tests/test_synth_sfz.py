@@ -21,7 +21,8 @@ from train.sfz_write import NoteSample, sfz_text
 from train.synth import plan_corpus
 from train.synth_perform import LABEL_HEADER
 from train.synth_render import check_soundfont, default_soundfont, source_programs
-from train.synth_sfz import check_sfz, check_sfz_library, choose_instrument, sample_paths, synthesize_sfz
+from train.synth_sfz import (check_sfz, check_sfz_library, choose_instrument, read_sfz_library, sample_paths,
+                             synthesize_sfz)
 
 pytest.importorskip("pysfizz", reason="needs pysfizz (the sfizz SFZ player)")
 
@@ -80,6 +81,7 @@ def test_library_loads_and_maps_its_program(tmp_path: Path) -> None:
     assert sample_paths(lib / "v.sfz") == [(lib / "samples" / f"n{p}.wav").resolve() for p in (60, 64, 67)]
     assert check_soundfont(lib) == lib.resolve()  # a folder given to `synth --soundfont` is an SFZ library
     assert source_programs(lib.resolve()) == {VIOLIN}
+    assert read_sfz_library(lib) == library  # what the rendering workers read: the same mapping, nothing loaded
 
 
 def test_a_part_sounds_in_time_and_at_the_played_pitch(tmp_path: Path) -> None:

@@ -20,7 +20,7 @@ import soundfile as sf
 from instrument_id.atomic import atomic_path
 from instrument_id.errors import InstrumentIdError
 from train.synth_perform import SAMPLE_RATE_HZ, midi_channel, midi_events
-from train.synth_sfz import check_sfz_library, is_sfz_library, synthesize_sfz
+from train.synth_sfz import check_sfz_library, is_sfz_library, read_sfz_library, synthesize_sfz
 from train.synth_timidity import PATCH_SET_SUFFIX, PatchSet, check_patch_set, synthesize_timidity
 
 SOUNDFONT_SUFFIXES = (".sf2", ".sf3")
@@ -96,9 +96,10 @@ def fluidsynth_settings(rng: np.random.Generator) -> dict[str, float | int]:
 def synthesize(midi: pretty_midi.PrettyMIDI, soundfont: Path, num_samples: int,
                settings: dict[str, float | int]) -> np.ndarray:
     """(num_samples,) float32 mono: all parts of midi through one fresh FluidSynth with the given settings (or, for a
-    TiMidity++ .cfg, one timidity run, with its reverb on where the settings turn FluidSynth's on)."""
+    TiMidity++ .cfg, one timidity run, with its reverb on where the settings turn FluidSynth's on). soundfont is a
+    source check_soundfont has passed (an SFZ library is not checked again here)."""
     if is_sfz_library(soundfont):
-        return synthesize_sfz(midi, check_sfz_library(soundfont), num_samples)
+        return synthesize_sfz(midi, read_sfz_library(soundfont), num_samples)  # checked when the corpus was planned
     if soundfont.suffix.lower() == PATCH_SET_SUFFIX:
         return synthesize_timidity(midi, patch_set(soundfont), num_samples, bool(settings["synth.reverb.active"]))
     settings = {**settings, "synth.dynamic-sample-loading": 1}  # only the programs used are decoded: .sf3 loads fast

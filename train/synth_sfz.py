@@ -143,10 +143,11 @@ def check_sfz(sfz: Path) -> Path:
             raise InstrumentIdError(f"{sfz}: sample {sample} is Ogg Opus, which sfizz cannot play; convert it to "
                                     "Ogg Vorbis, FLAC or WAV")
     pysfizz = load_pysfizz()
+    in_memory = ram_loaded(sfz)
     synth = pysfizz._sfizz.Synth(SAMPLE_RATE_HZ, BLOCK_SAMPLES)
-    if not synth.load_sfz_file(str(ram_loaded(sfz))) or synth.get_num_regions() == 0:
+    if not synth.load_sfz_file(str(in_memory)) or synth.get_num_regions() == 0:
         raise InstrumentIdError(f"{sfz}: sfizz could not load this SFZ file (or it holds no region)")
-    if ram_loaded(sfz) != sfz.resolve():  # a copy: it must find every region the original has
+    if in_memory != sfz.resolve():  # a copy: it must find every region the original has
         alone = pysfizz._sfizz.Synth(SAMPLE_RATE_HZ, BLOCK_SAMPLES)
         if not alone.load_sfz_file(str(sfz)) or alone.get_num_regions() != synth.get_num_regions():
             raise InstrumentIdError(f"{sfz}: sfizz could not load it with its samples held in memory; add the lines "
@@ -190,6 +191,19 @@ def check_sfz_library(path: Path) -> SfzLibrary:
     folder = Path(path).resolve()
     mapping, sources = _read_programs(folder)
     instruments = {program: tuple((check_sfz(sfz), weight) for sfz, weight in entries)
+                   for program, entries in mapping.items()}
+    return SfzLibrary(folder, instruments, tuple(sources))
+
+
+@functools.lru_cache(maxsize=None)
+def read_sfz_library(path: Path) -> SfzLibrary:
+    """The library at path as its programs.csv maps it, its instruments not loaded: what the rendering workers of a
+    corpus use, once `check_sfz_library` has checked it in the process that planned the corpus (loading every
+    instrument with its samples in memory takes seconds per worker; an instrument that fails still raises when its
+    part loads)."""
+    folder = Path(path).resolve()
+    mapping, sources = _read_programs(folder)
+    instruments = {program: tuple((sfz.resolve(), weight) for sfz, weight in entries)
                    for program, entries in mapping.items()}
     return SfzLibrary(folder, instruments, tuple(sources))
 
